@@ -1,0 +1,87 @@
+"""The `Driver` protocol: one interface for simulated and real robots.
+
+Shaped after LeRobot's `Robot` (`connect()`, `get_observation() -> dict`, `send_action(dict) -> dict` that
+returns what was actually sent, `disconnect()`, `observation_features`/`action_features`) with three changes
+that the control tick needs:
+
+* actions and observations are numpy arrays in SI units (radians, metres), named by `DriverSpec`, not
+  per-motor dicts in calibrated units; a LeRobot-backed driver maps units through the robot's calibration;
+* `write()` returns the command actually applied (after clipping), which the scheduler uses to roll the
+  state forward — the same contract as LeRobot's `send_action` return value;
+* `read()` and `write()` must not block on I/O. A hardware driver owns one I/O thread that talks to the
+  bus and exchanges values with the tick through a latest-value slot (`LatestValue`): `read()` returns the
+  newest observation the thread has, `write()` posts the command the thread sends next. A driver whose
+  thread has not heard from the device within its own timeout raises `DriverError` from `read()`.
+
+Observation keys used by the arm: ``state`` (joint positions, rad, arm joints then gripper), ``target``
+(task input, the stand-in for vision: target xyz in metres + an "active" flag), optionally ``image``
+(H×W×3 uint8), and ``t_ns`` (time.monotonic_ns() of the measurement).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Generic, Mapping, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+
+class DriverError(RuntimeError):
+    """A driver lost its device (read/write failed, timed out, port closed). The runtime stops safely."""
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """What a driver reads and accepts. Limits are in the driver's units (SI)."""
+
+    name: str
+    action_names: tuple[str, ...]
+    action_low: np.ndarray
+    action_high: np.ndarray
+    observation_shapes: Mapping[str, tuple[int, ...]]
+    units: str = "rad"
+    rate_hz: float = 30.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    def clip(self, action: np.ndarray) -> np.ndarray:
+        return np.clip(action, self.action_low, self.action_high)
+
+
+@runtime_checkable
+class Driver(Protocol):
+    spec: DriverSpec
+
+    def connect(self) -> None: ...
+
+    def read(self) -> dict[str, Any]:
+        """Newest observation; never waits on a bus. Raises DriverError if the device is gone."""
+
+    def write(self, action: np.ndarray) -> np.ndarray:
+        """Post ``action``; return the command actually applied (clipped to the limits)."""
+
+    def disconnect(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+class LatestValue(Generic[T]):
+    """Single-slot hand-off between an I/O thread and the tick: writers overwrite, readers never wait."""
+
+    def __init__(self, value: T | None = None) -> None:
+        self._lock = threading.Lock()
+        self._value = value
+        self._version = 0
+
+    def put(self, value: T) -> None:
+        with self._lock:
+            self._value = value
+            self._version += 1
+
+    def get(self) -> tuple[T | None, int]:
+        with self._lock:
+            return self._value, self._version

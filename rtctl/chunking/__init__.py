@@ -1,0 +1,1 @@
+"""Chunked-policy scheduling: when to infer, what state to condition on, how chunks become commands."""

@@ -1,0 +1,114 @@
+"""The `rtctl` command line. Subcommands import their heavy modules lazily so `rtctl --help` is instant."""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="rtctl: real-time control runtime for learned robot policies.")
+
+# name → module with `run(out_dir, quick) -> rows`
+BENCHES = {
+    "tick": "rtctl.bench.tick",
+    "async": "rtctl.bench.async_chunks",
+    "shield": "rtctl.bench.shield",
+    "multitask": "rtctl.bench.multitask",
+    "v2v": "rtctl.bench.v2v",
+    "marl": "rtctl.bench.marl",
+}
+# name → module with `main(config_path, out_dir=None) -> run folder`
+TRAINERS = {
+    "bc": "rtctl.train.bc",
+    "multitask": "rtctl.train.multitask",
+    "marl": "rtctl.train.marl",
+}
+
+
+def _fail(msg: str, code: int) -> None:
+    typer.echo(msg, err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn, *args, **kw):
+    """Run a command; turn known failures into one clear line and an exit code, never a traceback."""
+    from rtctl.config import ConfigError
+    from rtctl.drivers.base import DriverError
+
+    try:
+        return fn(*args, **kw)
+    except ConfigError as err:
+        _fail(str(err), 2)
+    except DriverError as err:
+        _fail(f"driver fault: {err} — the arm was held and the run stopped; the log was flushed", 3)
+    except KeyboardInterrupt:
+        _fail("interrupted — stopped cleanly, log flushed", 130)
+
+
+@app.command("run")
+def run_cmd(config: Path = typer.Argument(..., help="YAML run config, e.g. configs/arm_sim.yaml"),
+            out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/run-<time>)"),
+            duration: Optional[float] = typer.Option(None, "--duration", help="seconds to run")) -> None:
+    """Deploy a policy on a (sim or hardware) driver under the real-time tick; writes a run folder."""
+    from rtctl.run import run
+
+    folder = _guard(run, config, out, duration)
+    summary = (Path(folder) / "summary.json").read_text()
+    typer.echo(summary)
+    typer.echo(f"run folder: {folder}")
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
+    """Redraw a run folder's plots from its log."""
+    from rtctl.report.plots import plot_run
+
+    if not (run_dir / "log.jsonl").exists():
+        _fail(f"{run_dir} is not a run folder (no log.jsonl)", 2)
+    for p in plot_run(run_dir):
+        typer.echo(str(p))
+
+
+@app.command("bench")
+def bench_cmd(name: str = typer.Argument(..., help=f"one of: {', '.join(BENCHES)}"),
+              out: Path = typer.Option(..., "--out", help="output folder (results.json goes here)"),
+              quick: bool = typer.Option(False, "--quick", help="short version for a smoke run")) -> None:
+    """Run a benchmark; rows go to OUT/results.json."""
+    if name not in BENCHES:
+        _fail(f"unknown benchmark '{name}' (known: {', '.join(BENCHES)})", 2)
+    mod = _load(BENCHES[name], f"benchmark '{name}'")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _guard(mod.run, out, quick)
+    typer.echo(f"{len(rows)} rows → {out / 'results.json'}")
+
+
+@app.command("train")
+def train_cmd(name: str = typer.Argument(..., help=f"one of: {', '.join(TRAINERS)}"),
+              config: Path = typer.Argument(..., help="YAML training config"),
+              out: Optional[Path] = typer.Option(None, "--out", help="run folder")) -> None:
+    """Train a policy (bc: chunking BC from expert demos)."""
+    if name not in TRAINERS:
+        _fail(f"unknown trainer '{name}' (known: {', '.join(TRAINERS)})", 2)
+    mod = _load(TRAINERS[name], f"trainer '{name}'")
+    folder = _guard(mod.main, config, out)
+    typer.echo(f"run folder: {folder}")
+
+
+def _load(module: str, what: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name == module:
+            _fail(f"{what} is not available in this build ({module} missing)", 2)
+        raise
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

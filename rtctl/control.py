@@ -1,0 +1,167 @@
+"""One control tick's work, shared by the wall-clock runtime and the virtual-clock benchmark.
+
+read observation → poll arrived chunks → scheduler (launches inference, rolls state forward, merges) →
+command → [shield] → driver.write → record. Episode bookkeeping (sim only), seam and reaction metrics live
+here too, so both clocks measure the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from rtctl.chunking.scheduler import ChunkScheduler, Request
+
+
+@dataclass
+class EpisodeStats:
+    index: int
+    ticks: int
+    success: bool
+    task_time_s: float
+    reactions_s: list = field(default_factory=list)  # per target: appear → first action of a chunk that saw it
+    reactions_motion_s: list = field(default_factory=list)  # cross-check: appear → gripper moving toward it
+    hits: int = 0
+    targets: int = 0
+
+
+class ControlLoop:
+    """Owns the per-tick data path for one driver, one scheduler (re-made per episode) and one client."""
+
+    def __init__(self, driver: Any, make_scheduler: Callable[[], ChunkScheduler], client: Any,
+                 rate_hz: float, episodes: Optional[int] = None, shield: Any = None,
+                 record_rows: bool = True, motion_threshold: float = 0.05) -> None:
+        self.driver, self.make_scheduler, self.client = driver, make_scheduler, client
+        self.rate_hz = rate_hz
+        self.max_episodes = episodes
+        self.shield = shield
+        self.record_rows = record_rows
+        self.motion_threshold = motion_threshold
+        self.sched = make_scheduler()
+        self.ep_tick = 0
+        self.episodes: list[EpisodeStats] = []
+        self.seam_jumps: list[float] = []
+        self.inside_steps: list[float] = []
+        self.last_row: Optional[dict] = None
+        self._ep_chunk_at: list[int] = []
+        self._ep_gripper: list[np.ndarray] = []
+        self._ep_gripper_vel: list[np.ndarray] = []
+        self._prev_cmd: Optional[np.ndarray] = None
+        self._prev_chunk = -1
+        self.counts_total: dict[str, int] = {}
+
+    # -- inference submission: attach what the conditioning observation saw (for reaction latency) --------
+    def _submit(self, req: Request, policy_obs: dict) -> list:
+        target = policy_obs.get("target")
+        if target is not None:
+            req.meta = {**req.meta, "target": np.asarray(target, float).copy()}
+        return self.client.submit(req, policy_obs)
+
+    def tick(self, k: int) -> bool:
+        obs = self.driver.read()
+        arrivals = self.client.poll(self.ep_tick)
+        out = self.sched.step(self.ep_tick, obs, arrivals, self._submit)
+        cmd = out.command
+        shield_info = None
+        if self.shield is not None:
+            cmd, shield_info = self.shield(obs, cmd)
+        applied = self.driver.write(cmd)
+        self.sched.applied(applied)
+        self._track(out, applied)
+        if self.record_rows:
+            self.last_row = {
+                "tick": k, "episode": len(self.episodes), "ep_tick": self.ep_tick,
+                "state": obs.get("state"), "target": obs.get("target"), "command": out.command,
+                "applied": applied, "hold": out.hold, "starved": out.starved, "seam": out.seam,
+                "chunk": out.chunk_id, "chunk_row": out.chunk_row, "queue_depth": out.queue_depth,
+                "in_flight": out.in_flight, "delay_est": out.delay_est, "launched": out.launched is not None,
+                "rejected": out.rejected,
+            }
+            if shield_info is not None:
+                self.last_row["shield"] = shield_info
+        self.ep_tick += 1
+        if getattr(self.driver, "episode_done", False):
+            self._end_episode()
+            if self.max_episodes is not None and len(self.episodes) >= self.max_episodes:
+                return False
+            self.driver.reset_episode()
+            self.client.reset()
+            self._add_counts()
+            self.sched = self.make_scheduler()
+            self.ep_tick = 0
+        return True
+
+    # -- metrics ----------------------------------------------------------------------------------------
+    def _track(self, out: Any, applied: np.ndarray) -> None:
+        self._ep_chunk_at.append(out.chunk_id)
+        info = getattr(self.driver, "last_info", {}) or {}
+        if "gripper_pos" in info:
+            self._ep_gripper.append(np.asarray(info["gripper_pos"], float))
+            self._ep_gripper_vel.append(np.asarray(info.get("gripper_vel", np.zeros(3)), float))
+        if self._prev_cmd is not None and not out.hold:
+            step = float(np.linalg.norm(applied - self._prev_cmd))
+            if out.seam and self._prev_chunk >= 0:
+                self.seam_jumps.append(step)
+            elif out.chunk_id == self._prev_chunk and step > 1e-6:
+                self.inside_steps.append(step)
+        self._prev_cmd = np.array(applied, float)
+        self._prev_chunk = out.chunk_id if not out.hold else self._prev_chunk
+
+    def _end_episode(self) -> None:
+        info = getattr(self.driver, "last_info", {}) or {}
+        dt = 1.0 / self.rate_hz
+        events = info.get("target_events", [])
+        reactions, motions, hit_times = [], [], []
+        for ev in events:
+            a = int(ev["appear_step"])
+            pos = np.asarray(ev["pos"], float)
+            r = self._reaction_tick(a, pos)
+            if r is not None:
+                reactions.append((r - a) * dt)
+            m = self._motion_tick(a, pos)
+            if m is not None:
+                motions.append((m - a) * dt)
+            if ev.get("hit") and ev.get("end_step") is not None:
+                hit_times.append((int(ev["end_step"]) - a) * dt)
+        success = bool(info.get("success", False))
+        if getattr(self.driver, "task", "reach") == "whack":
+            task_time = float(np.mean(hit_times)) if hit_times else float("nan")
+        else:
+            task_time = self.ep_tick * dt
+        self.episodes.append(EpisodeStats(len(self.episodes), self.ep_tick, success, task_time,
+                                          reactions, motions, sum(bool(e.get("hit")) for e in events),
+                                          len(events)))
+        self._ep_chunk_at, self._ep_gripper, self._ep_gripper_vel = [], [], []
+        self._prev_cmd, self._prev_chunk = None, -1
+
+    def _reaction_tick(self, appear: int, pos: np.ndarray) -> Optional[int]:
+        """First executed tick ≥ appear whose chunk was conditioned on an observation showing ``pos``."""
+        for t in range(appear, len(self._ep_chunk_at)):
+            cid = self._ep_chunk_at[t]
+            req = self.sched.requests.get(cid)
+            if req is None:
+                continue
+            tg = req.meta.get("target")
+            if tg is not None and tg[3] > 0.5 and np.allclose(tg[:3], pos, atol=1e-6):
+                return t
+        return None
+
+    def _motion_tick(self, appear: int, pos: np.ndarray) -> Optional[int]:
+        """Cross-check: first tick ≥ appear where the gripper moves toward ``pos`` faster than threshold."""
+        for t in range(appear, len(self._ep_gripper)):
+            to = pos - self._ep_gripper[t]
+            n = np.linalg.norm(to)
+            if n > 1e-9 and float(self._ep_gripper_vel[t] @ to) / n > self.motion_threshold:
+                return t
+        return None
+
+    def _add_counts(self) -> None:
+        for key, val in self.sched.counts.items():
+            self.counts_total[key] = self.counts_total.get(key, 0) + val
+
+    def counts(self) -> dict[str, int]:
+        total = dict(self.counts_total)
+        for key, val in self.sched.counts.items():
+            total[key] = total.get(key, 0) + val
+        return total

@@ -1,0 +1,47 @@
+"""Build a `Policy` from its config section (inside the tick's process or inside a Ray actor)."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from rtctl.config import StrictModel
+from rtctl.policies.base import ActionChunk, chunk_for
+
+
+class PolicyConfig(StrictModel):
+    type: Literal["expert", "bc"] = "expert"
+    checkpoint: Optional[str] = None  # bc: path to the .pt made by `rtctl train bc` (made on first use)
+    horizon: int = Field(50, ge=1, le=1000)
+    v_max: float = Field(1.5, gt=0.0, le=10.0)  # expert: fastest joint speed, rad/s
+    extra_latency_ms: float = Field(0.0, ge=0.0, le=60000.0)  # emulate a large VLA on a CPU box
+
+
+class ExpertChunkPolicy:
+    """The sim's scripted expert as a `Policy` (sim/ may not import policies/, so it is wrapped here)."""
+
+    action_dim = 6
+
+    def __init__(self, horizon: int, rate_hz: float, v_max: float) -> None:
+        from rtctl.sim.arm_expert import ExpertPolicy
+
+        self._expert = ExpertPolicy(horizon, rate_hz, v_max)
+        self.chunk_size = horizon
+
+    def reset(self) -> None:
+        self._expert.reset()
+
+    def predict_chunk(self, obs: Any) -> ActionChunk:
+        return chunk_for(obs, self._expert.chunk(obs))
+
+
+def make_policy(cfg: PolicyConfig, rate_hz: float) -> Any:
+    if cfg.type == "expert":
+        return ExpertChunkPolicy(cfg.horizon, rate_hz, cfg.v_max)
+    if cfg.type == "bc":
+        from rtctl.policies.bc import BCPolicy
+
+        if cfg.checkpoint is None:
+            raise ValueError("policy.checkpoint: required for policy type 'bc'")
+        return BCPolicy.load(cfg.checkpoint)
+    raise ValueError(f"policy.type: unknown policy type {cfg.type!r}")

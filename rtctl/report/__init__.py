@@ -1,0 +1,1 @@
+"""Run folders: resolved config, per-tick JSONL log, summary.json, PNG plots."""

@@ -1,0 +1,141 @@
+"""A run folder is the evidence a run leaves: config.yaml, log.jsonl, summary.json, plots/*.png.
+
+The folder is created only after the config validated (a config error never leaves a half-written
+folder). Log rows are kept in memory by the tick and written by a background thread row by row (each row is
+its own small `json.dumps`, so the writer hands the GIL back between rows and the tick never waits behind
+one large encode); `close()` writes whatever is left, so Ctrl-C or a driver fault still leaves a complete log.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+
+def default_run_dir(kind: str, root: str | Path = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return Path(root) / f"{kind}-{stamp}"
+
+
+def to_jsonable(x: Any) -> Any:
+    """numpy → plain Python, NaN/inf → None (JSON has no NaN; a None in the log means non-finite)."""
+    if isinstance(x, np.ndarray):
+        return [to_jsonable(v) for v in x.tolist()] if x.dtype.kind == "f" else x.tolist()
+    if isinstance(x, (np.floating, float)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    if isinstance(x, Mapping):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    return x
+
+
+class RunFolder:
+    """Owns one run folder; use as a context manager so the log is flushed on any exit."""
+
+    def __init__(self, path: str | Path, config_text: str, flush_every_s: float = 1.0) -> None:
+        self.path = Path(path)
+        if self.path.exists() and any(self.path.iterdir()):
+            raise FileExistsError(f"run folder {self.path} exists and is not empty; pick another --out")
+        (self.path / "plots").mkdir(parents=True, exist_ok=True)
+        (self.path / "config.yaml").write_text(config_text)
+        self._pending: deque[dict] = deque()
+        self._log = open(self.path / "log.jsonl", "w", buffering=1 << 16)
+        self._stop = threading.Event()
+        self._flush_every_s = flush_every_s
+        self._writer = threading.Thread(target=self._drain_loop, name="rtctl-log-writer", daemon=True)
+        self._writer.start()
+        self.events: list[dict] = []
+        self.closed = False
+
+    # -- log ------------------------------------------------------------------------------------------
+    def log(self, row: dict) -> None:
+        """Append one tick row; O(1), no I/O (deque.append is atomic under the GIL)."""
+        self._pending.append(row)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """A discrete event (fault, restart, hold, reaction) — also written to events.jsonl at close."""
+        self.events.append({"event": kind, **fields})
+
+    def _drain(self) -> None:
+        while self._pending:
+            row = self._pending.popleft()
+            self._log.write(json.dumps(to_jsonable(row), separators=(",", ":")) + "\n")
+
+    def _drain_loop(self) -> None:
+        while not self._stop.wait(self._flush_every_s):
+            self._drain()
+
+    # -- summary / close --------------------------------------------------------------------------------
+    def write_json(self, name: str, data: Any) -> Path:
+        p = self.path / name
+        p.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
+        return p
+
+    def close(self, summary: Mapping[str, Any] | None = None) -> None:
+        if self.closed:
+            return
+        self._stop.set()
+        self._writer.join(timeout=10)
+        self._drain()
+        self._log.close()
+        with open(self.path / "events.jsonl", "w") as f:
+            for e in self.events:
+                f.write(json.dumps(to_jsonable(e)) + "\n")
+        if summary is not None:
+            self.write_json("summary.json", summary)
+        self.closed = True
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_log(path: str | Path) -> list[dict]:
+    rows = []
+    with open(Path(path) / "log.jsonl") as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def read_events(path: str | Path) -> list[dict]:
+    p = Path(path) / "events.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Benchmarks: DIR/results.json as a JSON list of rows."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([to_jsonable(r) for r in rows], indent=2) + "\n")
+    return path
+
+
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident set size (VmHWM) of a process, in MB, from /proc (Linux)."""
+    status = Path(f"/proc/{pid or os.getpid()}/status")
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from rtctl.config import ConfigError, load_config, parse_config
+from rtctl.run import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_shipped_run_config_validates():
+    for name in ("arm_sim.yaml", "arm_demo.yaml"):
+        cfg = load_config(ROOT / "configs" / name, RunConfig)
+        assert 30 <= cfg.tick.rate_hz <= 500
+
+
+def test_unknown_key_is_named_with_the_allowed_keys():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"tick": {"rate_hzz": 100}}, RunConfig, "x.yaml")
+    msg = str(e.value)
+    assert "unknown key 'tick.rate_hzz'" in msg and "rate_hz" in msg and "x.yaml" in msg
+
+
+def test_out_of_range_names_key_and_range():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"tick": {"rate_hz": 1000}}, RunConfig)
+    msg = str(e.value)
+    assert "tick.rate_hz" in msg and "30" in msg and "500" in msg
+
+
+def test_wrong_type_and_bad_choice():
+    with pytest.raises(ConfigError) as e:
+        parse_config({"scheduler": {"exec_steps": "many", "mode": "fast"}}, RunConfig)
+    msg = str(e.value)
+    assert "scheduler.exec_steps" in msg and "scheduler.mode" in msg and "'sync'" in msg
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("tick: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p, RunConfig)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml", RunConfig)
+
+
+def test_overrides_are_validated(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("seed: 1\n")
+    assert load_config(p, RunConfig, {"tick.rate_hz": 100}).tick.rate_hz == 100
+    with pytest.raises(ConfigError, match="duration_s"):
+        load_config(p, RunConfig, {"duration_s": -1})

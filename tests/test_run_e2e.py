@@ -1,0 +1,77 @@
+"""End to end: `rtctl run` with real MuJoCo under the real tick; faults; Ctrl-C; the report command."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RTCTL = [sys.executable, "-m", "rtctl.cli"]
+
+
+def _run(args, **kw):
+    return subprocess.run(RTCTL + args, capture_output=True, text=True, cwd=ROOT, timeout=180, **kw)
+
+
+def test_run_arm_sim_writes_a_complete_run_folder(tmp_path):
+    out = tmp_path / "run"
+    p = _run(["run", "configs/arm_sim.yaml", "--out", str(out), "--duration", "3"])
+    assert p.returncode == 0, p.stderr
+    for name in ("config.yaml", "log.jsonl", "summary.json", "events.jsonl"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ticks"] == 90 and summary["stopped_by"] == "completed"
+    assert "deadline_misses" in summary and "period_err_p99_ms" in summary
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 90
+    assert {"tick", "period_err_us", "work_us", "miss", "state", "command", "applied", "hold"} <= set(rows[0])
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert {"tick_period_error.png", "joint_trajectories.png", "queue_and_delay.png"} <= set(pngs)
+    for png in (out / "plots").glob("*.png"):
+        png.unlink()
+    r = _run(["report", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert (out / "plots" / "joint_trajectories.png").exists()
+
+
+def test_driver_fault_stops_safely_with_a_clear_message_and_a_flushed_log(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((ROOT / "configs/arm_sim.yaml").read_text().replace(
+        "  task: reach\n", "  task: reach\n  fail_read_at_tick: 20\n"))
+    out = tmp_path / "run"
+    p = _run(["run", str(cfg), "--out", str(out), "--duration", "3"])
+    assert p.returncode == 3
+    assert "driver fault" in p.stderr and "injected read failure" in p.stderr
+    rows = (out / "log.jsonl").read_text().splitlines()
+    assert len(rows) == 20
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"].startswith("DriverError")
+
+
+def test_config_error_leaves_no_run_folder(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tick:\n  rate_hz: 5\n")
+    out = tmp_path / "run"
+    p = _run(["run", str(cfg), "--out", str(out)])
+    assert p.returncode == 2
+    assert "tick.rate_hz" in p.stderr and "30" in p.stderr
+    assert not out.exists()
+
+
+def test_ctrl_c_shuts_down_cleanly(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(RTCTL + ["run", "configs/arm_sim.yaml", "--out", str(out), "--duration", "60"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "log.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"].startswith("interrupted")
+    n = len((out / "log.jsonl").read_text().splitlines())
+    assert 0 < n < 60 * 30 and n == summary["ticks"]
