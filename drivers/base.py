@@ -13,6 +13,13 @@ that the control tick needs:
   newest observation the thread has, `write()` posts the command the thread sends next. A driver whose
   thread has not heard from the device within its own timeout raises `DriverError` from `read()`.
 
+From the lerobot 0.4.4 spike: `Robot`'s abstract members are action_features, observation_features,
+calibrate, configure, connect, disconnect, get_observation, is_calibrated, is_connected and
+`send_action(dict) -> dict`; `SO101FollowerConfig` has port, disable_torque_on_disconnect,
+max_relative_target, cameras, use_degrees, id, calibration_dir; the Feetech bus needs `scservo_sdk`
+(lerobot's `feetech` extra). Motor keys are ``"<motor>.pos"`` in calibrated units (−100..100, gripper
+0..100; degrees with use_degrees), which the LeRobot driver maps to radians through the calibration.
+
 Observation keys used by the arm: ``state`` (joint positions, rad, arm joints then gripper), ``target``
 (task input, the stand-in for vision: target xyz in metres + an "active" flag), optionally ``image``
 (H×W×3 uint8), and ``t_ns`` (time.monotonic_ns() of the measurement).

@@ -9,6 +9,12 @@ pre-processor → `predict_action_chunk` → post-processor (normalisation lives
 policy), and returns the unnormalised chunk here. Units are converted by the driver, never by the policy:
 LeRobot SO-101 checkpoints expect calibrated −100..100 joint units, so their adapter maps radians at its edge.
 
+What the lerobot 0.4.4 spike showed (a scratch venv, not kept): `predict_action_chunk(batch, **kw)` returns
+the *normalised* chunk as a (B, H, A) tensor; the post-processor unnormalises (B, A) rows, so the adapter
+applies it to the chunk reshaped to (B·H, A). The pre-processor takes un-batched tensors keyed
+``observation.state`` / ``observation.environment_state`` / ``observation.images.<cam>`` and adds the batch
+axis itself; a state-only ACT runs with ``observation.environment_state`` carrying the target (no image).
+
 Observations are plain dicts of named numpy arrays (see `rtctl.drivers.base` for the keys the arm uses) plus
 two scalars the runtime adds: ``t_ns`` (monotonic stamp of the measurement) and ``tick`` (the control tick the
 chunk is meant to start at). Under rollforward the runtime replaces ``state`` by the state the robot will

@@ -15,6 +15,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 BENCHES = {
     "tick": "rtctl.bench.tick",
     "async": "rtctl.bench.async_chunks",
+    "async_shield": "rtctl.bench.async_shield",
     "shield": "rtctl.bench.shield",
     "multitask": "rtctl.bench.multitask",
     "v2v": "rtctl.bench.v2v",
@@ -95,6 +96,16 @@ def train_cmd(name: str = typer.Argument(..., help=f"one of: {', '.join(TRAINERS
     mod = _load(TRAINERS[name], f"trainer '{name}'")
     folder = _guard(mod.main, config, out)
     typer.echo(f"run folder: {folder}")
+
+
+@app.command("keys")
+def keys_cmd(out: Path = typer.Argument(..., help="folder for public/ and secret/ CURVE key files"),
+             ids: list[str] = typer.Option(..., "--ids", help="one id per car, e.g. --ids car0 --ids car1")) -> None:
+    """Make CURVE key pairs for V2V peers (one per car id); never overwrites existing keys."""
+    from rtctl.v2v.keys import make_keys
+
+    for car, paths in make_keys(out, ids).items():
+        typer.echo(f"{car}: {paths}")
 
 
 def _load(module: str, what: str):

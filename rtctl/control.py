@@ -65,7 +65,7 @@ class ControlLoop:
         cmd = out.command
         shield_info = None
         if self.shield is not None:
-            cmd, shield_info = self.shield(obs, cmd)
+            cmd, shield_info = self.shield(obs, cmd, self.sched.last_applied)
         applied = self.driver.write(cmd)
         self.sched.applied(applied)
         self._track(out, applied)
@@ -87,6 +87,8 @@ class ControlLoop:
                 return False
             self.driver.reset_episode()
             self.client.reset()
+            if self.shield is not None:
+                self.shield.reset()
             self._add_counts()
             self.sched = self.make_scheduler()
             self.ep_tick = 0

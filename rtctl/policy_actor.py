@@ -80,7 +80,8 @@ class RayActorClient:
             opts["resources"] = {actor_cfg.resource: 0.001}
         self.actor = _actor_class().options(**opts).remote(
             policy_cfg.model_dump(), rate_hz, actor_cfg.torch_threads, avoid_cpu)
-        self.refs: dict[Any, int] = {}
+        self.refs: dict[Any, tuple[int, float]] = {}
+        self.latencies_s: list[float] = []  # submit → the poll that found the result ready
         self.restarts = 0
         self.info = ray.get(self.actor.ping.remote())  # wait for the actor once, before the loop
 
@@ -89,7 +90,7 @@ class RayActorClient:
             self.ray.get(self.actor.predict.remote(obs))
 
     def submit(self, req: Request, obs: dict) -> list[Arrival]:
-        self.refs[self.actor.predict.remote(obs)] = req.id
+        self.refs[self.actor.predict.remote(obs)] = (req.id, time.perf_counter())
         return []
 
     def poll(self, tick: int) -> list[Arrival]:
@@ -97,8 +98,10 @@ class RayActorClient:
             return []
         ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
         out = []
+        now = time.perf_counter()
         for ref in ready:
-            rid = self.refs.pop(ref)
+            rid, t_sub = self.refs.pop(ref)
+            self.latencies_s.append(now - t_sub)
             try:
                 out.append(Arrival(rid, self.ray.get(ref, timeout=0)))
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as err:

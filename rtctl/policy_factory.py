@@ -11,7 +11,8 @@ from rtctl.policies.base import ActionChunk, chunk_for
 
 class PolicyConfig(StrictModel):
     type: Literal["expert", "bc"] = "expert"
-    checkpoint: Optional[str] = None  # bc: path to the .pt made by `rtctl train bc` (made on first use)
+    checkpoint: Optional[str] = None  # bc: path to the .pt made by `rtctl train bc`
+    train_config: Optional[str] = None  # bc: if no checkpoint is given, train (once, cached) from this config
     horizon: int = Field(50, ge=1, le=1000)
     v_max: float = Field(1.5, gt=0.0, le=10.0)  # expert: fastest joint speed, rad/s
     extra_latency_ms: float = Field(0.0, ge=0.0, le=60000.0)  # emulate a large VLA on a CPU box
@@ -35,6 +36,15 @@ class ExpertChunkPolicy:
         return chunk_for(obs, self._expert.chunk(obs))
 
 
+def resolve_checkpoint(cfg: PolicyConfig) -> PolicyConfig:
+    """Make the checkpoint a config asks for on first use (seeded, cached under artifacts/)."""
+    if cfg.type == "bc" and cfg.checkpoint is None and cfg.train_config is not None:
+        from rtctl.train.bc import ensure_checkpoint
+
+        return cfg.model_copy(update={"checkpoint": str(ensure_checkpoint(cfg.train_config))})
+    return cfg
+
+
 def make_policy(cfg: PolicyConfig, rate_hz: float) -> Any:
     if cfg.type == "expert":
         return ExpertChunkPolicy(cfg.horizon, rate_hz, cfg.v_max)
@@ -42,6 +52,6 @@ def make_policy(cfg: PolicyConfig, rate_hz: float) -> Any:
         from rtctl.policies.bc import BCPolicy
 
         if cfg.checkpoint is None:
-            raise ValueError("policy.checkpoint: required for policy type 'bc'")
+            raise ValueError("policy.checkpoint: required for policy type 'bc' (or give policy.train_config)")
         return BCPolicy.load(cfg.checkpoint)
     raise ValueError(f"policy.type: unknown policy type {cfg.type!r}")

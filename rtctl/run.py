@@ -20,6 +20,7 @@ from rtctl.control import ControlLoop
 from rtctl.policy_actor import ActorConfig
 from rtctl.policy_factory import PolicyConfig
 from rtctl.report.runfolder import RunFolder, default_run_dir, peak_rss_mb
+from rtctl.shielding import ShieldSection, make_shield
 from rtctl.tick import TickConfig, TickStats, choose_cpu, run_loop
 
 
@@ -54,6 +55,7 @@ class RunConfig(StrictModel):
     policy: PolicyConfig = PolicyConfig()
     actor: ActorConfig = ActorConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    shield: ShieldSection = ShieldSection()
     plots: bool = True
 
 
@@ -68,9 +70,10 @@ def make_driver(cfg: RunConfig) -> Any:
 
 def scheduler_factory(cfg: SchedulerConfig, horizon: int, low: np.ndarray, high: np.ndarray):
     merge = make_merge(cfg.merge, blend_ticks=cfg.blend_ticks)
+    # One estimator for the whole run: the delay belongs to the inference path, not to an episode.
+    delay = DelayEstimator(cfg.delay_window, cfg.delay_percentile, cfg.delay_warmup, cfg.delay_ticks)
 
     def make() -> ChunkScheduler:
-        delay = DelayEstimator(cfg.delay_window, cfg.delay_percentile, cfg.delay_warmup, cfg.delay_ticks)
         return ChunkScheduler(cfg.mode, horizon, cfg.exec_steps, low, high, q=cfg.q, merge=merge,
                               delay=delay, max_in_flight=cfg.max_in_flight)
     return make
@@ -80,7 +83,9 @@ def summarize(loop: ControlLoop, stats: Any, wall_s: float, extra: dict) -> dict
     eps = loop.episodes
     jumps, steps = np.asarray(loop.seam_jumps), np.asarray(loop.inside_steps)
     med_step = float(np.median(steps)) if steps.size else float("nan")
-    reactions = [r for e in eps for r in e.reactions_s]
+    whack = getattr(loop.driver, "task", "") == "whack"
+    reactions = [r for e in eps for r in e.reactions_s] if whack else []
+    lat = getattr(loop.client, "latencies_s", [])
     out = {
         **stats.summary(),
         "wall_s": wall_s,
@@ -89,6 +94,10 @@ def summarize(loop: ControlLoop, stats: Any, wall_s: float, extra: dict) -> dict
         "task_time_s": float(np.nanmean([e.task_time_s for e in eps])) if eps else float("nan"),
         "seam_jump_p95": float(np.percentile(jumps, 95) / med_step) if jumps.size and med_step > 0 else None,
         "reaction_latency_s_p50": float(np.median(reactions)) if reactions else None,
+        "reaction_latency_s_p95": float(np.percentile(reactions, 95)) if reactions else None,
+        "inference_latency_ms_p50": float(np.median(lat) * 1e3) if lat else None,
+        "inference_latency_ms_p95": float(np.percentile(lat, 95) * 1e3) if lat else None,
+        "delay_steps_measured": loop.sched.delay.value,
         "counts": loop.counts(),
         "peak_rss_mb": peak_rss_mb(),
         **extra,
@@ -103,9 +112,13 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
     if duration_s is not None:
         ov["duration_s"] = duration_s
     cfg = load_config(config_path, RunConfig, ov)
+    from rtctl.policy_factory import resolve_checkpoint
+
+    cfg.policy = resolve_checkpoint(cfg.policy)
     out_dir = Path(out) if out else default_run_dir("run")
     driver = make_driver(cfg)
     rate = cfg.tick.rate_hz
+    shield = make_shield(cfg.shield, cfg.driver.type, rate)
     folder = RunFolder(out_dir, dump_config(cfg))
     client = None
     stop = threading.Event()
@@ -125,7 +138,8 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
             import ray
 
             if not ray.is_initialized():
-                ray.init(address=cfg.actor.address, include_dashboard=False, log_to_driver=False,
+                # "local" always starts this run's own cluster (never joins one left by someone else)
+                ray.init(address=cfg.actor.address or "local", include_dashboard=False, log_to_driver=False,
                          **({} if cfg.actor.address else {"num_cpus": 2}))
             client = RayActorClient(cfg.policy, rate, cfg.actor, cfg.scheduler.max_in_flight,
                                     avoid_cpu=choose_cpu(cfg.tick.pin_cpu), on_event=folder.event)
@@ -138,7 +152,8 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
         if cfg.actor.enabled:
             client.warm_up(driver.read())
         loop = ControlLoop(driver, scheduler_factory(cfg.scheduler, cfg.policy.horizon, driver.spec.action_low,
-                                                      driver.spec.action_high), client, rate, cfg.episodes)
+                                                      driver.spec.action_high), client, rate, cfg.episodes,
+                           shield=shield)
         n_ticks = int(math.ceil(cfg.duration_s * rate))
         stats = TickStats(rate)
         bar = _progress(n_ticks, progress)
@@ -176,7 +191,8 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
             summary = summarize(loop, stats or TickStats(rate), time.monotonic() - t_start,
                                 {"stopped_by": stopped_by.get("reason", "completed"),
                                  "restarts": getattr(client, "restarts", 0),
-                                 "mode": cfg.scheduler.mode, "task": cfg.driver.task})
+                                 "mode": cfg.scheduler.mode, "task": cfg.driver.task,
+                                 "shield": shield.counts() if shield is not None else None})
         folder.close(summary)
         if cfg.plots and loop is not None:
             from rtctl.report.plots import plot_run

@@ -48,7 +48,7 @@ PAN_AXIS_XY = np.array([0.0388353, 0.0])
 TARGET_MIN_TRAVEL = 0.06  # m from the gripper when the target appears
 
 REACH_RADIUS = 0.02
-REACH_TARGETS = 3  # waypoints in sequence: long enough (several chunks) for sync vs async to differ
+REACH_TARGETS = 1  # >1: waypoints in sequence, each shown when the previous one is touched
 WHACK_RADIUS = 0.025
 WHACK_TARGETS = 4
 WHACK_DEADLINE_S = 2.5

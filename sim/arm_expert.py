@@ -167,9 +167,16 @@ def rollout_demos(
     exec_steps: int = 25,
     control_hz: float = 30.0,
     v_max: float = DEFAULT_V_MAX,
+    condition_on: str = "state",
     **env_kw: Any,
 ) -> dict[str, np.ndarray]:
     """Run the expert closed-loop and synchronously (predict, execute ``exec_steps`` rows, re-plan).
+
+    ``condition_on="state"`` plans each chunk from the measured joint state; ``"command"`` from the last
+    command sent, which with ``exec_steps=1`` makes the expert a reactive rate-limited command tracker (what
+    a teleoperator's smooth command stream looks like): the recorded future actions are then a function of
+    the current observation and the last command, i.e. a well-posed chunk-learning target even when the
+    target moves, as in whack.
 
     Episode i is reset with seed ``seed + i``. Per-tick arrays are concatenated over episodes
     (LeRobot-style): ``states`` (T,6) and ``targets`` (T,4) = the observation at the tick, ``actions``
@@ -178,6 +185,8 @@ def rollout_demos(
     """
     if not 1 <= exec_steps <= horizon:
         raise ValueError(f"rollout_demos: need 1 <= exec_steps <= horizon, got {exec_steps}, {horizon}")
+    if condition_on not in ("state", "command"):
+        raise ValueError(f"rollout_demos: condition_on must be 'state' or 'command', got {condition_on!r}")
     env = SO101Env(task, control_hz=control_hz, **env_kw)
     policy = ExpertPolicy(horizon, control_hz, v_max)
     cols: dict[str, list] = {k: [] for k in ("states", "targets", "actions", "episode_index", "frame_index")}
@@ -187,8 +196,11 @@ def rollout_demos(
             obs, info = env.reset(seed=seed + ep)
             policy.reset()
             t, done = 0, False
+            command = np.asarray(obs["state"], dtype=np.float64).copy()
             while not done:
-                for row in policy.chunk(obs)[:exec_steps]:
+                cond = obs if condition_on == "state" else {**obs, "state": command}
+                for row in policy.chunk(cond)[:exec_steps]:
+                    command = row
                     cols["states"].append(obs["state"])
                     cols["targets"].append(obs["target"])
                     cols["actions"].append(row)

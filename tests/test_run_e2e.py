@@ -24,11 +24,13 @@ def test_run_arm_sim_writes_a_complete_run_folder(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ticks"] == 90 and summary["stopped_by"] == "completed"
     assert "deadline_misses" in summary and "period_err_p99_ms" in summary
+    assert summary["shield"]["calls"] == 90  # the shield is on by default and sees every command
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 90
-    assert {"tick", "period_err_us", "work_us", "miss", "state", "command", "applied", "hold"} <= set(rows[0])
+    assert {"tick", "period_err_us", "work_us", "miss", "state", "command", "applied", "hold", "shield"} <= set(rows[0])
+    assert {"status", "intervened", "min_barrier"} <= set(rows[0]["shield"])
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
-    assert {"tick_period_error.png", "joint_trajectories.png", "queue_and_delay.png"} <= set(pngs)
+    assert {"tick_period_error.png", "joint_trajectories.png", "queue_and_delay.png", "shield.png"} <= set(pngs)
     for png in (out / "plots").glob("*.png"):
         png.unlink()
     r = _run(["report", str(out)])

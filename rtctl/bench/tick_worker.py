@@ -68,7 +68,7 @@ def main(args: dict) -> dict:
         import ray as _ray
 
         ray = _ray
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         actor = _busy_model_actor().remote()
         ray.get(actor.predict.remote(None))
     folder = RunFolder(tempfile.mkdtemp(prefix="rtctl-bench-tick-"), "bench: tick\n")

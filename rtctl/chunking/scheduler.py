@@ -116,7 +116,7 @@ class ChunkScheduler:
         self.plan_row = np.zeros(0, dtype=np.int64)
         self.last_applied: Optional[np.ndarray] = None
         self.in_flight: dict[int, Request] = {}
-        self.pending: list[tuple[int, Request, np.ndarray]] = []  # (switch tick, request, rows)
+        self.pending: list[tuple[int, Request, np.ndarray, int]] = []  # (switch tick, request, rows, first row)
         self.requests: dict[int, Request] = {}
         self.active_chunk = -1
         self.active_launch = -1
@@ -226,14 +226,14 @@ class ChunkScheduler:
         if len(rows) == 0:
             self.counts["stale_results"] += 1
             return 0
-        self.pending.append((switch, req, rows))
+        self.pending.append((switch, req, rows, drop))
         self.pending.sort(key=lambda p: p[0])
         return 0
 
     def _switch(self, tick: int) -> bool:
         switched = False
         while self.pending and self.pending[0][0] <= tick:
-            _, req, rows = self.pending.pop(0)
+            _, req, rows, first = self.pending.pop(0)
             if req.launch_tick < self.active_launch:
                 self.counts["stale_results"] += 1
                 continue
@@ -247,7 +247,7 @@ class ChunkScheduler:
             self.plan = np.asarray(self.merge(old, rows), float)
             self.plan_start = tick
             self.plan_chunk = np.full(len(rows), req.id)
-            self.plan_row = np.arange(len(rows))
+            self.plan_row = np.arange(first, first + len(rows))
             self.active_chunk, self.active_launch = req.id, req.launch_tick
             self.chunk_started_tick = tick
             self.successor_launched = False

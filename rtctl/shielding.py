@@ -1,0 +1,66 @@
+"""The safety shield in the control tick: every command passes `rtctl.safety` before the driver.
+
+`ShieldSection` is the `shield:` part of a run config (on by default). `ArmShieldStep` adapts the arm
+shield to the tick: it filters the scheduler's command given the measured joints and the command applied
+last tick, keeps per-tick diagnostics for the log and totals for summary.json.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from pydantic import Field
+
+from rtctl.config import ConfigError, StrictModel
+
+
+class ShieldSection(StrictModel):
+    enabled: bool = True
+    # The servo can do ~4.7 rad/s (STS3215 at 7.4 V); the policies' commands stay well below. Limits above
+    # 2 rad/s let action quantization (q = 2) through; the tracking-error bound grows with them.
+    max_joint_speed: float = Field(2.5, gt=0.0, le=10.0)
+    max_joint_accel: float = Field(40.0, gt=0.0, le=1000.0)
+    tracking_error: float = Field(0.05, ge=0.0, le=0.5)
+    clearance: float = Field(0.01, ge=0.0, le=0.2)
+    obstacles: list[list[float]] = Field(default_factory=list)  # [x, y, z, radius] in metres, base frame
+    max_state_age_s: float = Field(0.2, gt=0.0, le=10.0)
+
+
+class ArmShieldStep:
+    def __init__(self, cfg: ShieldSection, rate_hz: float, model_path: Optional[str] = None) -> None:
+        from rtctl.safety import so101_shield
+        from rtctl.sim.arm_env import MODEL_PATH
+
+        for ob in cfg.obstacles:
+            if len(ob) != 4 or not all(np.isfinite(ob)) or ob[3] <= 0:
+                raise ConfigError(f"config error: key 'shield.obstacles' entry {ob!r} must be [x, y, z, radius>0]")
+        try:
+            self.shield = so101_shield(str(model_path or MODEL_PATH), dt=1.0 / rate_hz,
+                                       max_joint_speed=cfg.max_joint_speed, max_joint_accel=cfg.max_joint_accel,
+                                       tracking_error=cfg.tracking_error, clearance=cfg.clearance,
+                                       max_state_age_s=cfg.max_state_age_s)
+        except ValueError as err:
+            raise ConfigError(f"config error in shield: {err}") from None
+        self.context = {"obstacles": np.asarray(cfg.obstacles, float).reshape(-1, 4)} if cfg.obstacles else {}
+
+    def __call__(self, obs: dict, command: np.ndarray, last_applied: Optional[np.ndarray]) -> tuple[np.ndarray, dict]:
+        from rtctl.safety import ArmState
+
+        u, info = self.shield.filter(ArmState(q=np.asarray(obs["state"], float), u_prev=last_applied),
+                                     command, self.context)
+        return u, {"status": info.status, "intervened": bool(info.intervened), "min_barrier": info.h_min,
+                   "slack": info.slack, "solve_us": info.solve_us, "reason": info.reason}
+
+    def reset(self) -> None:
+        self.shield.reset()
+
+    def counts(self) -> dict[str, Any]:
+        return self.shield.counts.as_dict()
+
+
+def make_shield(cfg: ShieldSection, driver_type: str, rate_hz: float) -> Optional[ArmShieldStep]:
+    if not cfg.enabled:
+        return None
+    if driver_type == "sim_arm":
+        return ArmShieldStep(cfg, rate_hz)
+    raise ConfigError(f"config error: key 'shield' has no arm shield for driver type {driver_type!r}")

@@ -1,0 +1,60 @@
+"""Settings of the arm shield (SO-101 defaults), validated on construction."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class ArmShieldConfig:
+    dt: float = 1.0 / 30.0  # control period: one joint-position target per tick
+    gamma: float = 0.5  # discrete-time class-K rate: h(u) − μ ≥ (1 − γ)(h(ū) − μ)
+    max_joint_speed: float | tuple = 1.0  # rad/s per joint: the per-tick target change is ≤ this · dt
+    # rad/s² per joint: the per-tick change may differ from the last one by ≤ this · dt², except that
+    # stopping (holding the last target) is always allowed — smooth commands keep the servos' tracking
+    # error small (MuJoCo SO-101 at 30 Hz: ≤ 0.026 rad at 1 rad/s and 10 rad/s², holds included;
+    # unlimited jerky commands: up to 0.09 rad)
+    max_joint_accel: float | tuple = 10.0
+    tracking_error: float | tuple = 0.03  # rad: bound on |q(t) − commanded segment| (servo lag, overshoot, encoder)
+    joint_margin: float = 0.02  # rad kept inside the joint and ctrl ranges
+    clearance: float = 0.01  # m kept between arm spheres and obstacles / workspace faces
+    self_clearance: float = 0.005  # m kept between self-collision sphere pairs
+    workspace: tuple = ((-0.15, 0.5), (-0.4, 0.4), (0.0, 0.5))  # m, (x, y, z) box in the base frame; z = 0: table
+    sphere_spacing: float = 0.03  # m between the spheres covering one capsule
+    collision_bodies: tuple = ("upper_arm", "lower_arm", "wrist", "gripper", "moving_jaw")
+    workspace_bodies: tuple = ("lower_arm", "wrist", "gripper", "moving_jaw")
+    self_pairs: tuple = (("gripper", "base"), ("moving_jaw", "base"), ("wrist", "base"),
+                         ("gripper", "upper_arm"), ("moving_jaw", "upper_arm"))
+    obstacle_speed: float = 0.0  # m/s bound on obstacle motion when the context gives none
+    weights: float | tuple = 1.0  # per-joint QP weights
+    slack_max: float = 0.005  # m: the most a barrier row may be relaxed
+    slack_weight: float = 1e6
+    max_state_age_s: float = 0.2
+    backend: str = "auto"
+    warm_start: bool = False  # DAQP warm start: measured no faster on these problem sizes
+
+    def __post_init__(self) -> None:
+        ranges = {"dt": (1e-4, 1.0), "gamma": (1e-3, 1.0), "joint_margin": (0.0, 0.5), "clearance": (0.0, 1.0),
+                  "self_clearance": (0.0, 1.0), "sphere_spacing": (1e-3, 1.0), "obstacle_speed": (0.0, 10.0),
+                  "slack_max": (0.0, 1.0), "slack_weight": (1.0, 1e12), "max_state_age_s": (0.0, 10.0)}
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and lo <= v <= hi):
+                raise ValueError(f"ArmShieldConfig.{name} must be a number in [{lo}, {hi}], got {v!r}")
+        for name, lo, hi in (("max_joint_speed", 1e-3, 50.0), ("max_joint_accel", 1e-3, 1e4), ("tracking_error", 0.0, 1.0), ("weights", 1e-9, 1e9)):
+            v = getattr(self, name)
+            vals = v if isinstance(v, (tuple, list)) else (v,)
+            if not all(isinstance(x, (int, float)) and math.isfinite(x) and lo <= x <= hi for x in vals):
+                raise ValueError(f"ArmShieldConfig.{name} must be numbers in [{lo}, {hi}] (one or per joint), got {v!r}")
+        box = self.workspace
+        if not (len(box) == 3 and all(len(r) == 2 and r[0] < r[1] for r in box)):
+            raise ValueError(f"ArmShieldConfig.workspace must be ((xlo, xhi), (ylo, yhi), (zlo, zhi)), got {box!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ArmShieldConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"ArmShieldConfig: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**{k: tuple(map(tuple, v)) if k in ("workspace", "self_pairs") else
+                      (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
