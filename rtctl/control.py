@@ -31,12 +31,14 @@ class ControlLoop:
 
     def __init__(self, driver: Any, make_scheduler: Callable[[], ChunkScheduler], client: Any,
                  rate_hz: float, episodes: Optional[int] = None, shield: Any = None,
-                 record_rows: bool = True, motion_threshold: float = 0.05) -> None:
+                 record_rows: bool = True, motion_threshold: float = 0.05,
+                 on_event: Optional[Callable[..., None]] = None) -> None:
         self.driver, self.make_scheduler, self.client = driver, make_scheduler, client
         self.rate_hz = rate_hz
         self.max_episodes = episodes
         self.shield = shield
         self.record_rows = record_rows
+        self.on_event = on_event
         self.motion_threshold = motion_threshold
         self.sched = make_scheduler()
         self.ep_tick = 0
@@ -124,6 +126,10 @@ class ControlLoop:
             m = self._motion_tick(a, pos)
             if m is not None:
                 motions.append((m - a) * dt)
+            if self.on_event is not None:
+                self.on_event("reaction", episode=len(self.episodes), target=int(ev.get("id", -1)),
+                              appear_tick=a, first_action_tick=r, moving_tick=m, hit=bool(ev.get("hit")),
+                              latency_s=None if r is None else (r - a) * dt)
             if ev.get("hit") and ev.get("end_step") is not None:
                 hit_times.append((int(ev["end_step"]) - a) * dt)
         success = bool(info.get("success", False))

@@ -153,7 +153,7 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
             client.warm_up(driver.read())
         loop = ControlLoop(driver, scheduler_factory(cfg.scheduler, cfg.policy.horizon, driver.spec.action_low,
                                                       driver.spec.action_high), client, rate, cfg.episodes,
-                           shield=shield)
+                           shield=shield, on_event=folder.event if cfg.driver.task == "whack" else None)
         n_ticks = int(math.ceil(cfg.duration_s * rate))
         stats = TickStats(rate)
         bar = _progress(n_ticks, progress)

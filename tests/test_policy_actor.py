@@ -58,7 +58,7 @@ scheduler: {mode: async_rollforward, exec_steps: 25}
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert sum(r["seam"] for r in rows) >= 5
     events = [json.loads(x)["event"] for x in (out / "events.jsonl").read_text().splitlines()]
-    assert "policy_actor_started" in events
+    assert "policy_actor_started" in events and "reaction" in events
     assert (out / "plots" / "queue_and_delay.png").exists()
 
 

@@ -180,3 +180,21 @@ def test_bad_configuration_is_refused():
         ChunkScheduler("fast", 10, 5, LOW, HIGH)
     with pytest.raises(ValueError, match="exec_steps"):
         ChunkScheduler("sync", 10, 11, LOW, HIGH)
+
+
+def test_rollforward_rebases_on_the_command_actually_applied():
+    """If the shield changed what was sent, the rolled-forward state follows what the arm really got."""
+    pol = RampPolicy()
+    client = InlineClient(pol, delay_ticks=2)
+    s = ChunkScheduler("async_rollforward", 10, 6, LOW, HIGH, delay=DelayEstimator(override=2))
+    shift = np.array([-0.3, 0.2])
+    applied = []
+    for t in range(12):
+        out = s.step(t, {"state": np.zeros(2)}, client.poll(t), client.submit)
+        sent = out.command + (shift if t == 5 else 0.0)  # a shield intervention on tick 5 only
+        s.applied(sent)
+        applied.append(sent)
+    req = s.requests[1]  # launched at tick 6, start tick 8
+    assert req.launch_tick == 6
+    planned_7 = applied[5] - shift + 2 * STEP  # plan row for tick 7
+    assert np.allclose(req.cond_state, planned_7 + shift)

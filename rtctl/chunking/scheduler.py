@@ -146,14 +146,19 @@ class ChunkScheduler:
             return "values outside the action limits"
         return None
 
-    def _rollforward(self, start: int, obs_state: np.ndarray) -> np.ndarray:
-        """State at tick ``start``: the last command committed before it (absolute targets), or the
-        current state plus the committed deltas up to it."""
+    def _rollforward(self, tick: int, start: int, obs_state: np.ndarray) -> np.ndarray:
+        """State at tick ``start``, computed from the commands actually applied: the last applied command
+        plus the plan's remaining motion up to ``start`` (absolute targets), or the current state plus the
+        committed deltas (delta actions). When the shield changed nothing, this is the plan's command at
+        ``start − 1`` (VLASH); when it did, the plan is rebased on what the arm was really sent."""
         if self.kind == "absolute":
             planned = self._planned(start - 1)
-            if planned is not None:
-                return planned.copy()
-            return (self.last_applied if self.last_applied is not None else obs_state).copy()
+            if planned is None:
+                return (self.last_applied if self.last_applied is not None else obs_state).copy()
+            before = self._planned(tick - 1)
+            if self.last_applied is not None and before is not None:
+                return planned + (self.last_applied - before)
+            return planned.copy()
         i0 = max(0, start - 1 - self.plan_start)
         return obs_state + self.plan[: i0 + 1].sum(axis=0) if len(self.plan) else obs_state.copy()
 
@@ -170,10 +175,10 @@ class ChunkScheduler:
             start, cond = tick, state
         elif self.mode == "async_rollforward":
             start = tick + remaining
-            cond = self._rollforward(start, state)
+            cond = self._rollforward(tick, start, state)
         else:  # replan_rollforward
             start = tick + min(self.delay.value, remaining)
-            cond = self._rollforward(start, state)
+            cond = self._rollforward(tick, start, state)
         req = Request(self.next_id, tick, start, cond)
         self.next_id += 1
         policy_obs = dict(obs)
