@@ -143,6 +143,21 @@ class ControlLoop:
         self._ep_chunk_at, self._ep_gripper, self._ep_gripper_vel = [], [], []
         self._prev_cmd, self._prev_chunk = None, -1
 
+    def flush_reactions(self) -> None:
+        """At the end of a run: report the reactions of the episode still in progress (events only; an
+        unfinished episode does not enter the success statistics)."""
+        if self.on_event is None or getattr(self.driver, "episode_done", False):
+            return  # a finished episode already reported its reactions
+        events = (getattr(self.driver, "last_info", {}) or {}).get("target_events", [])
+        dt = 1.0 / self.rate_hz
+        for ev in events:
+            a = int(ev["appear_step"])
+            pos = np.asarray(ev["pos"], float)
+            r, m = self._reaction_tick(a, pos), self._motion_tick(a, pos)
+            self.on_event("reaction", episode=len(self.episodes), target=int(ev.get("id", -1)), appear_tick=a,
+                          first_action_tick=r, moving_tick=m, hit=bool(ev.get("hit")), partial_episode=True,
+                          latency_s=None if r is None else (r - a) * dt)
+
     def _reaction_tick(self, appear: int, pos: np.ndarray) -> Optional[int]:
         """First executed tick ≥ appear whose chunk was conditioned on an observation showing ``pos``."""
         for t in range(appear, len(self._ep_chunk_at)):

@@ -188,6 +188,7 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
             client.close()
         summary = {"stopped_by": stopped_by.get("reason", "completed")}
         if loop is not None:
+            loop.flush_reactions()
             summary = summarize(loop, stats or TickStats(rate), time.monotonic() - t_start,
                                 {"stopped_by": stopped_by.get("reason", "completed"),
                                  "restarts": getattr(client, "restarts", 0),

@@ -86,8 +86,9 @@ def test_killed_actor_holds_restarts_and_the_run_continues(ray_local):
 
 
 def test_actor_slower_than_the_chunk_makes_the_arm_hold(ray_local):
-    driver, client, loop = _loop("reach", 1200)  # 1.2 s per chunk, a chunk lasts 25 ticks = 0.83 s
-    run_loop(TickConfig(rate_hz=30), lambda t: loop.tick(t.index), max_ticks=120)
+    # 1.2 s per chunk while a chunk lasts 25 ticks = 0.83 s; whack episodes outlast several chunks
+    driver, client, loop = _loop("whack", 1200)
+    run_loop(TickConfig(rate_hz=30), lambda t: loop.tick(t.index), max_ticks=180)
     counts = loop.counts()
     assert counts["starved_ticks"] > 0 and counts["chunks"] >= 2
     client.close()
