@@ -1,0 +1,1 @@
+"""Two-stage Miller op-amp sizing benchmark over PVT corners (analytic numpy and ngspice backends)."""
