@@ -14,7 +14,8 @@ $(UV):
 	.uvtool/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VER)"
 
 setup: $(UV)
-	$(UV) sync --frozen --all-groups
+	@bash .ci/system-deps
+	$(UV) sync --frozen --all-groups --extra lerobot
 	@$(VENV)/bin/python -c "import rtctl, torch, ray, mujoco; print('rtctl env ok: torch', torch.__version__, '| ray', ray.__version__, '| mujoco', mujoco.__version__)"
 
 demo: setup

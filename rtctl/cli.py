@@ -44,7 +44,8 @@ def _guard(fn, *args, **kw):
     except ConfigError as err:
         _fail(str(err), 2)
     except DriverError as err:
-        _fail(f"driver fault: {err} — the arm was held and the run stopped; the log was flushed", 3)
+        _fail(f"driver fault: {err} — the robot was held (arm) or braked (car) and the run stopped; the log "
+              "was flushed", 3)
     except KeyboardInterrupt:
         _fail("interrupted — stopped cleanly, log flushed", 130)
 
@@ -89,12 +90,56 @@ def bench_cmd(name: str = typer.Argument(..., help=f"one of: {', '.join(BENCHES)
 @app.command("train")
 def train_cmd(name: str = typer.Argument(..., help=f"one of: {', '.join(TRAINERS)}"),
               config: Path = typer.Argument(..., help="YAML training config"),
-              out: Optional[Path] = typer.Option(None, "--out", help="run folder")) -> None:
-    """Train a policy (bc: chunking BC from expert demos)."""
+              out: Optional[Path] = typer.Option(None, "--out", help="run folder"),
+              resume: Optional[Path] = typer.Option(None, "--resume", help="checkpoint folder to resume from "
+                                                    "(multitask)")) -> None:
+    """Train a policy (bc: chunking BC from expert demos; multitask: one policy over a variation set)."""
     if name not in TRAINERS:
         _fail(f"unknown trainer '{name}' (known: {', '.join(TRAINERS)})", 2)
     mod = _load(TRAINERS[name], f"trainer '{name}'")
-    folder = _guard(mod.main, config, out)
+    folder = _guard(mod.main, config, out, **({"resume": resume} if resume is not None else {}))
+    typer.echo(f"run folder: {folder}")
+
+
+@app.command("eval")
+def eval_cmd(config: Path = typer.Argument(..., help="the multitask training config"),
+             checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint folder (RUN/checkpoint)"),
+             out: Optional[Path] = typer.Option(None, "--out", help="also write the figures here (JSON)")) -> None:
+    """Mean, worst-task and worst-10 % return of a multitask checkpoint, full set and held-out variations."""
+    from rtctl.evaluate import evaluate
+
+    r = _guard(evaluate, config, checkpoint, out)
+    for key in ("full_set", "held_out"):
+        if key in r:
+            s = r[key]
+            typer.echo(f"{key:9s} tasks {s['n_tasks']:3d}  mean {s['mean']:.4g}  worst {s['worst']:.4g}  "
+                       f"worst-10% {s['worst10']:.4g}")
+
+
+@app.command("export")
+def export_cmd(config: Path = typer.Argument(..., help="the multitask training config"),
+               checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint folder (RUN/checkpoint)"),
+               out: Path = typer.Option(..., "--out", help="policy file to write (.pt)")) -> None:
+    """Write a multitask checkpoint's actor as a policy file `rtctl run` loads (policy.type: mlp)."""
+    from rtctl.evaluate import export
+
+    typer.echo(f"policy: {_guard(export, config, checkpoint, out)}")
+
+
+@app.command("trial")
+def trial_cmd(config: Path = typer.Argument(..., help="YAML trial config, e.g. configs/trial_sim.yaml"),
+              out: Optional[Path] = typer.Option(None, "--out", help="run folder"),
+              duration: Optional[float] = typer.Option(None, "--duration", help="seconds to run"),
+              car: Optional[list[str]] = typer.Option(None, "--car", help="run only these cars (hardware: "
+                                                      "one per computer)")) -> None:
+    """Vehicle trial: a sim world (or the real cars) and one process per car with policy, shield and V2V."""
+    launch = _load("rtctl.trial.launch", "trial")
+    try:
+        folder = _guard(launch.main, config, out, duration, car or None)
+    except typer.Exit:
+        raise
+    except RuntimeError as err:  # a car or the world failed to start: one line, not a traceback
+        _fail(f"trial could not start: {err}", 1)
     typer.echo(f"run folder: {folder}")
 
 

@@ -10,8 +10,9 @@ from rtctl.policies.base import ActionChunk, chunk_for
 
 
 class PolicyConfig(StrictModel):
-    type: Literal["expert", "bc"] = "expert"
-    checkpoint: Optional[str] = None  # bc: path to the .pt made by `rtctl train bc`
+    type: Literal["expert", "bc", "mlp"] = "expert"
+    # bc: the .pt made by `rtctl train bc`; mlp: a policy.pt from `rtctl train multitask` / `rtctl export`
+    checkpoint: Optional[str] = None
     train_config: Optional[str] = None  # bc: if no checkpoint is given, train (once, cached) from this config
     horizon: int = Field(50, ge=1, le=1000)
     v_max: float = Field(1.5, gt=0.0, le=10.0)  # expert: fastest joint speed, rad/s
@@ -54,4 +55,10 @@ def make_policy(cfg: PolicyConfig, rate_hz: float) -> Any:
         if cfg.checkpoint is None:
             raise ValueError("policy.checkpoint: required for policy type 'bc' (or give policy.train_config)")
         return BCPolicy.load(cfg.checkpoint)
+    if cfg.type == "mlp":
+        from rtctl.policies.mlp import MLPPolicy
+
+        if cfg.checkpoint is None:
+            raise ValueError("policy.checkpoint: required for policy type 'mlp' (a policy.pt from rtctl export)")
+        return MLPPolicy.load(cfg.checkpoint)
     raise ValueError(f"policy.type: unknown policy type {cfg.type!r}")

@@ -6,7 +6,7 @@ last tick, keeps per-tick diagnostics for the log and totals for summary.json.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 from pydantic import Field
@@ -16,14 +16,26 @@ from rtctl.config import ConfigError, StrictModel
 
 class ShieldSection(StrictModel):
     enabled: bool = True
-    # The servo can do ~4.7 rad/s (STS3215 at 7.4 V); the policies' commands stay well below. Limits above
-    # 2 rad/s let action quantization (q = 2) through; the tracking-error bound grows with them.
-    max_joint_speed: float = Field(2.5, gt=0.0, le=10.0)
+    # The servo can do ~4.7 rad/s (STS3215 at 7.4 V); the policies command ≤ ~1 rad/s. The tracking-error
+    # margin grows with the limit (measured: rtctl.safety.SO101_TRACKING), so the default stays low.
+    max_joint_speed: float = Field(1.0, gt=0.0, le=10.0)
     max_joint_accel: float = Field(40.0, gt=0.0, le=1000.0)
-    tracking_error: float = Field(0.05, ge=0.0, le=0.5)
+    # Per-joint tracking-error bounds (rad): worst case, and growth in a tick beyond the measured error.
+    # None: the SO-101 values measured in MuJoCo at max_joint_speed; a real arm: measure and give both.
+    tracking_error: Optional[list[Annotated[float, Field(ge=0.0, le=0.5)]]] = Field(None, min_length=6, max_length=6)
+    tracking_growth: Optional[list[Annotated[float, Field(ge=0.0, le=0.5)]]] = Field(None, min_length=6, max_length=6)
     clearance: float = Field(0.01, ge=0.0, le=0.2)
     obstacles: list[list[float]] = Field(default_factory=list)  # [x, y, z, radius] in metres, base frame
     max_state_age_s: float = Field(0.2, gt=0.0, le=10.0)
+
+
+def _tracking(cfg: ShieldSection) -> dict[str, tuple]:
+    if (cfg.tracking_error is None) != (cfg.tracking_growth is None):
+        raise ConfigError("config error: keys 'shield.tracking_error' and 'shield.tracking_growth' go together "
+                          "(give both, measured on your arm, or neither for the SO-101 defaults)")
+    if cfg.tracking_error is None:
+        return {}
+    return {"tracking_error": tuple(cfg.tracking_error), "tracking_growth": tuple(cfg.tracking_growth)}
 
 
 class ArmShieldStep:
@@ -37,7 +49,7 @@ class ArmShieldStep:
         try:
             self.shield = so101_shield(str(model_path or MODEL_PATH), dt=1.0 / rate_hz,
                                        max_joint_speed=cfg.max_joint_speed, max_joint_accel=cfg.max_joint_accel,
-                                       tracking_error=cfg.tracking_error, clearance=cfg.clearance,
+                                       clearance=cfg.clearance, **_tracking(cfg),
                                        max_state_age_s=cfg.max_state_age_s)
         except ValueError as err:
             raise ConfigError(f"config error in shield: {err}") from None

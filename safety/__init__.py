@@ -15,6 +15,8 @@ _EXPORTS = {
     "sampled_data_margin": "barriers", "robust_margin": "barriers",
     "ArmKinematics": "kinematics", "ArmShield": "arm", "ArmState": "arm", "so101_shield": "arm",
     "ArmShieldConfig": "arm_config",
+    "SO101_TRACKING": "arm_config",
+    "so101_tracking": "arm_config",
     "VehicleParams": "vehicle_model", "Road": "vehicle_model", "bicycle_step": "vehicle_model",
     "neighbour_table": "vehicle_model", "crossing_table": "vehicle_model", "footprint_extent": "vehicle_model",
     "VehicleShield": "vehicle", "VehicleShieldConfig": "vehicle",

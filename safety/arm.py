@@ -2,8 +2,9 @@
 
 Control model (documented choice). The command u is the vector of joint position targets sent each tick
 (period dt). The servos track it closely (kp ≈ 1000 N·m/rad): during a tick the arm moves along the
-segment from the previous target ū to u, within a tracking error e of it (lag + overshoot + measurement
-error; the config's bound, or the measured |q − ū| when that is larger). So the input is the per-tick
+segment from the previous target ū to u, within a tracking error e of it: the worst case measured at the
+configured speed and acceleration limits, or the measured |q − ū| at the tick's start (gravity sag, lag
+carried over) plus the most it grows in a tick, when that is larger (sim/servo_tracking.py measures both). So the input is the per-tick
 change u − ū, rate-limited to v_max·dt per joint and acceleration-limited to a_max·dt² against the last
 change (smooth targets keep e small; the bound e is measured in MuJoCo, see ArmShieldConfig), and
 "hold" (u = ū) is always allowed and stops the arm: the barriers are relative degree 1 in u, discrete time. For each barrier h(q) ≥ 0 (distances in metres):
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arm_config import ArmShieldConfig
+from .arm_config import ArmShieldConfig, so101_tracking
 from .info import FALLBACK, OK, RELAXED, ShieldCounts, ShieldInfo
 from .kinematics import ArmKinematics
 from .qp import CBFQP
@@ -71,6 +72,7 @@ class ArmShield:
         self.accel = np.broadcast_to(np.asarray(c.max_joint_accel, dtype=float), (n,)).copy()
         self._prev_ubar: np.ndarray | None = None
         self.e_track = np.broadcast_to(np.asarray(c.tracking_error, dtype=float), (n,)).copy()
+        self.e_growth = np.broadcast_to(np.asarray(c.tracking_growth, dtype=float), (n,)).copy()
         self.q_lo = np.maximum(kinematics.lower, kinematics.ctrl_lower) + c.joint_margin
         self.q_hi = np.minimum(kinematics.upper, kinematics.ctrl_upper) - c.joint_margin
         w = np.broadcast_to(np.asarray(c.weights, dtype=float), (n,))
@@ -156,7 +158,7 @@ class ArmShield:
             obs = np.asarray(obs, dtype=float).reshape(-1, 4)
             if not np.isfinite(obs).all():
                 return self._fallback(ubar, "nonfinite_context", t0)
-        e = np.maximum(self.e_track, np.abs(q - ubar))
+        e = self._tracking_bound(q, ubar)
         lb, ub = self._box(ubar, e)
         delta = np.maximum(ub - ubar, ubar - lb)
         T, P, h, nrm, p, q, other, kind, lev = self._barriers(ubar, obs, ctx)
@@ -182,6 +184,11 @@ class ArmShield:
             return self._fallback(ubar, "infeasible" if h_min >= 0.0 else "outside_safe_set", t0, h_min, rhs.size)
         labels = tuple(self._label(kind[keep[i]], p[keep[i]], other[keep[i]]) for i in act)
         return self._done(u, OK if st == QP_OK else RELAXED, True, h_min, labels, slack, rhs.size, t0)
+
+    def _tracking_bound(self, q, ubar):
+        """Per-joint bound on |q(t) − segment| this tick: the configured worst case at these speed limits, or
+        what is measured now (sag, carried-over lag, a push) plus a tick's growth when that is larger."""
+        return np.maximum(self.e_track, np.abs(q - ubar) + self.e_growth)
 
     def _box(self, ubar, e):
         """Bounds on u: joint (and ctrl) ranges tightened by the tracking error — a joint outside may only
@@ -279,5 +286,10 @@ def _curv_weights(delta):
 
 
 def so101_shield(model_path, **config) -> ArmShield:
-    """An arm shield for the SO-101 model file (sim/assets/so101.xml) with config overrides."""
+    """An arm shield for the SO-101 model file (sim/assets/so101.xml) with config overrides; the tracking
+    error, unless given, is the one measured at the configured speed limit."""
+    if "tracking_error" not in config:
+        speed = float(np.max(config.get("max_joint_speed", ArmShieldConfig.max_joint_speed)))
+        err, growth = so101_tracking(speed)
+        config = {"tracking_error": err, "tracking_growth": growth, **config}
     return ArmShield(ArmKinematics.from_mjcf(model_path), ArmShieldConfig(**config))

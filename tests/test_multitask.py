@@ -201,3 +201,25 @@ def test_arm_reach_tiny_training_exports_absolute_joint_targets(tmp_path):
     for _ in range(5):
         o = {"state": rng.uniform(-1.5, 1.5, 6), "target": np.append(rng.uniform(-0.3, 0.3, 3), 1.0)}
         assert np.allclose(policy.flat_obs(o), env.flat(o), atol=1e-9)
+    # the CLI path a user takes: eval and export a checkpoint, then deploy the export with `rtctl run`
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "rtctl.cli"]
+    cfg_path = tmp_path / "cfg.yaml"
+    p = subprocess.run(cli + ["eval", str(cfg_path), "--checkpoint", str(run / "checkpoint"),
+                              "--out", str(tmp_path / "eval.json")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "worst-10%" in p.stdout and json.loads((tmp_path / "eval.json").read_text())["held_out"]["n_tasks"] == 8
+    p = subprocess.run(cli + ["export", str(cfg_path), "--checkpoint", str(run / "checkpoint"),
+                              "--out", str(tmp_path / "reach.pt")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    run_cfg = tmp_path / "deploy.yaml"
+    run_cfg.write_text(f"seed: 0\ndriver: {{type: sim_arm, task: reach}}\n"
+                       f"policy: {{type: mlp, checkpoint: {tmp_path / 'reach.pt'}, horizon: 1}}\n"
+                       "scheduler: {mode: sync, exec_steps: 1}\nplots: false\n")
+    p = subprocess.run(cli + ["run", str(run_cfg), "--out", str(tmp_path / "deployed"), "--duration", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    deployed = json.loads((tmp_path / "deployed" / "summary.json").read_text())
+    assert deployed["ticks"] >= 30 and deployed["shield"]["fallbacks"] == 0
