@@ -15,7 +15,7 @@ $(UV):
 
 setup: $(UV)
 	@bash .ci/system-deps
-	$(UV) sync --frozen --all-groups --extra lerobot
+	$(UV) sync --frozen --all-groups --extra lerobot --compile-bytecode
 	@$(VENV)/bin/python -c "import rtctl, torch, ray, mujoco; print('rtctl env ok: torch', torch.__version__, '| ray', ray.__version__, '| mujoco', mujoco.__version__)"
 
 demo: setup

@@ -20,12 +20,14 @@ BENCHES = {
     "multitask": "rtctl.bench.multitask",
     "v2v": "rtctl.bench.v2v",
     "marl": "rtctl.bench.marl",
+    "lerobot_latency": "rtctl.bench.lerobot_latency",
 }
 # name → module with `main(config_path, out_dir=None) -> run folder`
 TRAINERS = {
     "bc": "rtctl.train.bc",
     "multitask": "rtctl.train.multitask",
     "marl": "rtctl.train.marl",
+    "lerobot_act": "rtctl.train.lerobot_act",
 }
 
 
@@ -43,9 +45,11 @@ def _guard(fn, *args, **kw):
         return fn(*args, **kw)
     except ConfigError as err:
         _fail(str(err), 2)
+    except FileExistsError as err:  # a run folder that is already used: never overwrite a run
+        _fail(str(err), 2)
     except DriverError as err:
-        _fail(f"driver fault: {err} — the robot was held (arm) or braked (car) and the run stopped; the log "
-              "was flushed", 3)
+        _fail(f"driver fault: {err} — the robot was stopped safely (arm held or torque off, car braked); the "
+              "log was flushed", 3)
     except KeyboardInterrupt:
         _fail("interrupted — stopped cleanly, log flushed", 130)
 
@@ -124,6 +128,25 @@ def export_cmd(config: Path = typer.Argument(..., help="the multitask training c
     from rtctl.evaluate import export
 
     typer.echo(f"policy: {_guard(export, config, checkpoint, out)}")
+
+
+@app.command("deploy")
+def deploy_cmd(config: Path = typer.Argument(..., help="YAML deploy config, e.g. configs/so101_emulated.yaml"),
+               out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/deploy-<time>)"),
+               duration: Optional[float] = typer.Option(None, "--duration", help="seconds to run")) -> None:
+    """Deploy a policy on a LeRobot robot (or the SO-101 servo-bus emulator) under the real-time tick."""
+    deploy = _load("rtctl.deploy", "deploy")
+    folder = _guard(deploy.main, config, out, duration)
+    typer.echo((Path(folder) / "summary.json").read_text())
+    typer.echo(f"run folder: {folder}")
+
+
+@app.command("estop")
+def estop_cmd(address: str = typer.Argument("ipc:///tmp/rtctl-estop", help="the deploy's estop.address")) -> None:
+    """Operator e-stop for a running `rtctl deploy`: its driver disables torque and the run stops."""
+    deploy = _load("rtctl.deploy", "deploy")
+    deploy.send_estop(address)
+    typer.echo(f"e-stop sent to {address}")
 
 
 @app.command("trial")

@@ -41,6 +41,13 @@ def _actor_class():
                 others = sorted(os.sched_getaffinity(0) - {avoid_cpu})
                 if others:
                     os.sched_setaffinity(0, others)  # keep inference off the tick's core
+            # Ray starts workers at niceness 15: any busy process on the box would then starve inference.
+            # Back to the caller's priority where we may (root / CAP_SYS_NICE); else it stays and is reported.
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, 0)
+            except (OSError, AttributeError):
+                pass
+            self.niceness = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else None
             try:
                 import torch
 

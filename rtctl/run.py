@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -117,9 +117,22 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
     cfg.policy = resolve_checkpoint(cfg.policy)
     out_dir = Path(out) if out else default_run_dir("run")
     driver = make_driver(cfg)
+    shield = make_shield(cfg.shield, cfg.driver.type, cfg.tick.rate_hz)
+    return execute(cfg, driver, shield, out_dir, progress)
+
+
+def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = True,
+            on_folder: Optional[Callable[[RunFolder], None]] = None,
+            extra_summary: Optional[Callable[[], dict]] = None) -> Path:
+    """Run a validated config (a `RunConfig`, or any model with the same tick/policy/actor/scheduler/
+    duration_s/episodes/plots sections) on a built driver and shield; leave the run folder at ``out_dir``.
+    ``on_folder(folder)`` runs once the folder exists (hook driver events to it); ``extra_summary()`` adds
+    keys to summary.json after the driver stopped."""
     rate = cfg.tick.rate_hz
-    shield = make_shield(cfg.shield, cfg.driver.type, rate)
+    task = getattr(cfg.driver, "task", None)
     folder = RunFolder(out_dir, dump_config(cfg))
+    if on_folder is not None:
+        on_folder(folder)
     client = None
     stop = threading.Event()
     stopped_by: dict[str, str] = {}
@@ -153,7 +166,7 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
             client.warm_up(driver.read())
         loop = ControlLoop(driver, scheduler_factory(cfg.scheduler, cfg.policy.horizon, driver.spec.action_low,
                                                       driver.spec.action_high), client, rate, cfg.episodes,
-                           shield=shield, on_event=folder.event if cfg.driver.task == "whack" else None)
+                           shield=shield, on_event=folder.event if task == "whack" else None)
         n_ticks = int(math.ceil(cfg.duration_s * rate))
         stats = TickStats(rate)
         bar = _progress(n_ticks, progress)
@@ -192,8 +205,9 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
             summary = summarize(loop, stats or TickStats(rate), time.monotonic() - t_start,
                                 {"stopped_by": stopped_by.get("reason", "completed"),
                                  "restarts": getattr(client, "restarts", 0),
-                                 "mode": cfg.scheduler.mode, "task": cfg.driver.task,
-                                 "shield": shield.counts() if shield is not None else None})
+                                 "mode": cfg.scheduler.mode, "task": task,
+                                 "shield": shield.counts() if shield is not None else None,
+                                 **(extra_summary() if extra_summary is not None else {})})
         folder.close(summary)
         if cfg.plots and loop is not None:
             from rtctl.report.plots import plot_run

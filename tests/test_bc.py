@@ -44,6 +44,9 @@ def test_sample_batch_uses_actions_as_state_and_masks_padding():
     frac = cond[:, 0] % 1
     assert set(np.round(frac, 2)) <= {0.0, 0.5} and (frac > 0).any() and (frac == 0).any()
     assert rows.shape == (64, 5, 2) and valid.shape == (64, 5)
+    # rows past the episode end repeat its last action and are masked out (without a scene_end too)
+    late = rows[:, :, 0] == n - 1 + 0.5
+    assert (~valid).any() and not valid[late & np.roll(late, 1, axis=1) & (np.arange(5) > 0)].any()
 
 
 def test_tiny_training_end_to_end(tmp_path):

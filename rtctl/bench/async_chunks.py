@@ -3,11 +3,15 @@
 Fixed defaults: 30 Hz tick, H = 50, K = 25 executed actions per chunk, hard-switch merge for every mode.
 Virtual clock for the grid (inference latency simulated in ticks: deterministic, same seed → same
 figures; every cell runs the same seeded episodes, so cells are paired): tasks reach/whack × modes ×
-injected Δ ∈ {0, 2, 4, 8} × q ∈ {1, 2} × policies bc / bc_offset. Wall clock (real Ray actor, real tick,
+injected Δ ∈ {0, 2, 4, 8} × q ∈ {1, 2} × policies bc / bc_offset (rtctl's chunking MLP) and, when the
+`rtctl[lerobot]` extra is installed, lerobot_act / lerobot_act_offset (a small LeRobot ACT through
+`rtctl.policies.lerobot_adapter`, trained by `rtctl train lerobot_act`). Each offset-trained policy is
+compared with its plain twin (difference and 95% CI, paired seeds). Wall clock (real Ray actor, real tick,
 latency injected in the actor) once per mode at Δ = 4, for timing and as a cross-check.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing as mp
 import time
@@ -26,12 +30,40 @@ DELAYS = (0, 2, 4, 8)
 QS = (1, 2)
 TASKS = ("reach", "whack")
 POLICIES = ("bc", "bc_offset")
+LEROBOT_POLICIES = ("lerobot_act", "lerobot_act_offset")
+OFFSET_PAIRS = {"bc_offset": "bc", "lerobot_act_offset": "lerobot_act"}  # offset-trained → plain twin
 # One checkpoint per task and variant: reach is demonstrated slowly (0.35 rad/s, several chunks per
 # episode), whack fast (1.0 rad/s, 2.5 s deadlines); the observation does not say which task it is.
-TRAIN_CONFIGS = {(task, pol): f"configs/bc_{task}{'_offset' if pol == 'bc_offset' else ''}.yaml"
-                 for task in ("reach", "whack") for pol in POLICIES}
+TRAIN_CONFIGS = {(task, pol): f"configs/{pol.removesuffix('_offset')}_{task}{'_offset' if pol.endswith('_offset') else ''}.yaml"
+                 for task in ("reach", "whack") for pol in POLICIES + LEROBOT_POLICIES}
 REPLAN_IN_FLIGHT = 4
 SEED = 1000  # evaluation episodes are seeds SEED, SEED+1, … (disjoint from the demos' seeds)
+
+
+def default_policies() -> tuple[str, ...]:
+    """bc pair always; the LeRobot ACT pair when lerobot is installed (it is an optional extra)."""
+    if importlib.util.find_spec("lerobot") is None:
+        print("bench async: lerobot not installed, skipping policies", ", ".join(LEROBOT_POLICIES))
+        return POLICIES
+    return POLICIES + LEROBOT_POLICIES
+
+
+def ensure_checkpoint(task: str, policy: str) -> str:
+    if policy in LEROBOT_POLICIES:
+        from rtctl.train.lerobot_act import ensure_checkpoint as ensure
+    else:
+        from rtctl.train.bc import ensure_checkpoint as ensure
+    return str(ensure(TRAIN_CONFIGS[(task, policy)]))
+
+
+def load_policy(policy: str, ckpt: str):
+    if policy in LEROBOT_POLICIES:
+        from rtctl.policies.lerobot_adapter import LeRobotPolicy
+
+        return LeRobotPolicy.load(ckpt)
+    from rtctl.policies.bc import BCPolicy
+
+    return BCPolicy.load(ckpt)
 
 
 def virtual_cell(task: str, mode: str, policy: str, ckpt: str, delay: int, q: int, episodes: int,
@@ -43,12 +75,11 @@ def virtual_cell(task: str, mode: str, policy: str, ckpt: str, delay: int, q: in
     from rtctl.chunking.scheduler import ChunkScheduler
     from rtctl.control import ControlLoop
     from rtctl.drivers.sim_arm import SimArmDriver
-    from rtctl.policies.bc import BCPolicy
 
     torch.set_num_threads(1)
     driver = SimArmDriver(task=task, rate_hz=RATE, seed=seed)
     driver.connect()
-    client = InlineClient(BCPolicy.load(ckpt), delay_ticks=delay)
+    client = InlineClient(load_policy(policy, ckpt), delay_ticks=delay)
     est = DelayEstimator(window=20, percentile=95, warmup=2)
     low, high = driver.spec.action_low, driver.spec.action_high
 
@@ -142,17 +173,20 @@ def wall_cell(task: str, mode: str, policy: str, ckpt: str, delay: int, duration
     return {"run_dir": str(run_dir), **summary}
 
 
-def run(out_dir: Path, quick: bool, shield: bool = False) -> list[dict]:
+def run(out_dir: Path, quick: bool, shield: bool = False, policies: Optional[tuple[str, ...]] = None,
+        episodes: Optional[int] = None, delays: Optional[tuple[int, ...]] = None, wall_clock: bool = True) -> list[dict]:
     """The grid with the shield off (the comparison of scheduling modes alone); `rtctl bench async_shield`
-    runs the same grid with every command through the CBF shield."""
-    from rtctl.train.bc import ensure_checkpoint
-
+    runs the same grid with every command through the CBF shield. ``policies``/``episodes``/``delays``
+    narrow the grid (defaults: every installed policy; 12 or 200 episodes; Δ ∈ {0, 4} or `DELAYS`);
+    ``wall_clock=False`` skips the wall-clock runs."""
     out_dir = Path(out_dir)
-    ckpts = {key: str(ensure_checkpoint(cfg)) for key, cfg in TRAIN_CONFIGS.items()}
-    episodes = 12 if quick else 200
-    delays = (0, 4) if quick else DELAYS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    policies = tuple(policies or default_policies())
+    ckpts = {(task, pol): ensure_checkpoint(task, pol) for task in TASKS for pol in policies}
+    episodes = episodes or (12 if quick else 200)
+    delays = tuple(delays or ((0, 4) if quick else DELAYS))
     jobs = [(task, mode, pol, ckpts[(task, pol)], d, q, episodes, SEED, shield) for task in TASKS for mode in MODES
-            for pol in POLICIES for d in delays for q in QS]
+            for pol in policies for d in delays for q in QS]
     cells = []
     ctx = mp.get_context("spawn")
     with ctx.Pool(processes=2) as pool:
@@ -167,9 +201,10 @@ def run(out_dir: Path, quick: bool, shield: bool = False) -> list[dict]:
     wall_rows, latencies = [], []
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if wall_clock:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        for mode in tqdm(MODES, desc="bench async (wall)"):
+        for mode in tqdm(MODES if wall_clock else (), desc="bench async (wall)"):
             s = wall_cell("whack", mode, "bc_offset", ckpts[("whack", "bc_offset")], 4, wall_s, out_dir, shield)
             latencies.append(s.get("inference_latency_ms_p50"))
             wall_rows.append({
@@ -192,7 +227,8 @@ def run(out_dir: Path, quick: bool, shield: bool = False) -> list[dict]:
                 "peak_rss_mb": s.get("peak_rss_mb"), "run_dir": s.get("run_dir"),
             })
     finally:
-        ray.shutdown()
+        if wall_clock:
+            ray.shutdown()
     rows += wall_rows
     write_rows(out_dir / "results.json", rows)
     lat = [v for v in latencies if v is not None]
@@ -200,7 +236,7 @@ def run(out_dir: Path, quick: bool, shield: bool = False) -> list[dict]:
     if lat:
         floor["4"] = float(np.median(lat)) / 1000.0 + 1 / RATE  # measured on the wall clock
     (out_dir / "floor.json").write_text(json.dumps(floor, indent=2) + "\n")
-    figures = headline(rows, cells, floor)
+    figures = headline(rows, cells, floor, policies)
     (out_dir / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     (out_dir / "table.md").write_text(markdown_table(rows, figures))
     return rows
@@ -210,12 +246,12 @@ def _find(rows, **kw) -> Optional[dict]:
     return next((r for r in rows if all(r.get(k) == v for k, v in kw.items())), None)
 
 
-def headline(rows: list[dict], cells: list[dict], floor: dict) -> dict:
+def headline(rows: list[dict], cells: list[dict], floor: dict, policies: tuple[str, ...] = POLICIES) -> dict:
     """The issue's figures, computed from the rows (Δ = 4 unless said otherwise)."""
     out: dict[str, Any] = {}
     ideal = (K + 4) / K
     for task in TASKS:
-        for pol in POLICIES:
+        for pol in policies:
             base = dict(task=task, policy=pol, clock="virtual", delay_steps=4)
             sync, rf = _find(rows, mode="sync", q=1, **base), _find(rows, mode="async_rollforward", q=1, **base)
             naive = _find(rows, mode="async", q=1, **base)
@@ -239,15 +275,19 @@ def headline(rows: list[dict], cells: list[dict], floor: dict) -> dict:
                 out[key]["replan_reaction_p50_s"] = rp["reaction_latency_s_p50"]
                 if sync["reaction_latency_s_p50"]:
                     out[key]["replan_reaction_over_sync"] = rp["reaction_latency_s_p50"] / sync["reaction_latency_s_p50"]
-    # offset-trained vs plain under async_rollforward, per task and Δ
+    # offset-trained vs plain under async_rollforward, per policy family, task and Δ
+    # (keys: "offset_minus_plain/<task>/delay<Δ>" for bc, "<plain>:offset_minus_plain/…" for the others)
     by = {(c["task"], c["mode"], c["policy"], c["delay_steps"], c["q"]): c for c in cells}
-    for task in TASKS:
-        for d in sorted({c["delay_steps"] for c in cells}):
-            a, b = by.get((task, "async_rollforward", "bc_offset", d, 1)), by.get((task, "async_rollforward", "bc", d, 1))
-            if a and b:
-                ds = diff_proportions_ci(sum(a["success"]), len(a["success"]), sum(b["success"]), len(b["success"]))
-                dt = diff_means_ci(a["task_time"], b["task_time"])
-                out[f"offset_minus_plain/{task}/delay{d}"] = {"success_diff": ds, "task_time_diff_s": dt}
+    for offset_pol, plain in OFFSET_PAIRS.items():
+        prefix = "" if plain == "bc" else f"{plain}:"
+        for task in TASKS:
+            for d in sorted({c["delay_steps"] for c in cells}):
+                a = by.get((task, "async_rollforward", offset_pol, d, 1))
+                b = by.get((task, "async_rollforward", plain, d, 1))
+                if a and b:
+                    ds = diff_proportions_ci(sum(a["success"]), len(a["success"]), sum(b["success"]), len(b["success"]))
+                    dt = diff_means_ci(a["task_time"], b["task_time"])
+                    out[f"{prefix}offset_minus_plain/{task}/delay{d}"] = {"success_diff": ds, "task_time_diff_s": dt}
     return out
 
 

@@ -16,6 +16,8 @@ from rtctl.report.runfolder import RunFolder, default_run_dir
 from rtctl.train.offsets import episode_bounds, sample_batch, scene_ends
 
 ARTIFACTS = Path("artifacts")
+X_STD_FLOOR = 1e-2  # rad / m: the smallest input scale the normaliser divides by
+RECIPE = 2  # bumps the checkpoint cache key when training code changes what a config produces
 
 
 class DemoConfig(StrictModel):
@@ -89,7 +91,9 @@ def train(cfg: BCTrainConfig, out_dir: Path, progress: bool = True) -> Path:
     cond, tg, rows, valid = sample_batch(np.random.default_rng(cfg.seed + 1), S, T, A, ep_end, 20000, H,
                                          cfg.offset.max_delay, scene_end)
     resid = np.where(valid[..., None], rows - cond[:, None, :], np.nan)  # padding rows do not count
-    stats = {"x_mean": x.mean(0), "x_std": x.std(0) + 1e-6,
+    # floor the input scale: an input the demos never vary (the gripper held at 0.3 rad) would otherwise be
+    # divided by ~1e-6, and one encoder tick on a real or emulated arm becomes a 600-sigma input
+    stats = {"x_mean": x.mean(0), "x_std": np.maximum(x.std(0), X_STD_FLOOR),
              "y_mean": np.nan_to_num(np.nanmean(resid, 0)), "y_std": np.nan_to_num(np.nanstd(resid, 0)) + 1e-4}
     st = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in stats.items()}
     net = ChunkMLP(x.shape[1], A.shape[1], H, cfg.model.hidden, cfg.model.layers)
@@ -148,7 +152,7 @@ def main(config_path, out_dir: Optional[Path] = None, **_) -> Path:
 def ensure_checkpoint(config_path: str | Path, root: Path = ARTIFACTS) -> Path:
     """The checkpoint for this config, trained now if it does not exist yet (keyed by the config's hash)."""
     cfg = load_config(config_path, BCTrainConfig)
-    digest = hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:12]
+    digest = hashlib.sha256((dump_config(cfg) + f"recipe {RECIPE}").encode()).hexdigest()[:12]
     out = root / "bc" / f"{Path(config_path).stem}-{digest}"
     ckpt = out / "policy.pt"
     if not ckpt.exists():

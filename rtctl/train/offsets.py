@@ -67,8 +67,6 @@ def sample_batch(rng: np.random.Generator, states: np.ndarray, targets: np.ndarr
     from_action, sidx, tidx, _, _ = offset_indices(t, delta, limit, horizon)
     cond = np.where(from_action[:, None], actions[sidx], states[sidx])
     _, _, _, pad, _ = offset_indices(t, delta, ep_end[t], horizon)
-    if scene_end is None:
-        pad = tidx > ep_end[t][:, None]
-    else:
+    if scene_end is not None:
         pad = pad & (tidx >= ep_end[t][:, None])  # past the scene but inside the episode: hold, keep
     return cond, targets[t], actions[tidx], ~pad

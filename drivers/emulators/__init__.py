@@ -1,0 +1,1 @@
+"""Hardware emulators for tests and drills (stdlib only, so an emulator process starts in milliseconds)."""

@@ -1,0 +1,241 @@
+"""`rtctl deploy CONFIG`: a policy on a LeRobot robot (real, or the servo-bus emulator) under rtctl's tick.
+
+Same runtime as `rtctl run` (tick, chunk scheduler, Ray policy actor, shield, run folder with summary.json
+and deadline_misses); what deploy adds: the LeRobot driver (`rtctl.drivers.lerobot_robot`), optionally the
+Feetech emulator process it talks to, a target schedule (the task input of camera-less policies), and the
+operator e-stop (a line ``e`` on the terminal, or the message ``estop`` on a ZeroMQ PULL socket; see
+`send_estop`), which disables torque and stops the run.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+from pydantic import Field
+
+from rtctl.config import ConfigError, StrictModel, load_config
+from rtctl.policy_factory import resolve_checkpoint
+from rtctl.report.runfolder import RunFolder, default_run_dir
+from rtctl.run import RunConfig, execute
+
+SO_ARMS = ("so100_follower", "so101_follower")
+TICKS_PER_RAD = 4096 / (2 * math.pi)
+
+
+class RobotSection(StrictModel):
+    """The LeRobot robot config (``--robot.*`` in lerobot's tools)."""
+
+    type: str = "so101_follower"
+    port: Optional[str] = None  # e.g. /dev/ttyACM0 (lerobot-find-port); set by the emulator when it runs
+    id: str = "so101"
+    calibration_dir: Optional[str] = None  # default: lerobot's ~/.cache/huggingface/lerobot/calibration/robots/<name>
+    use_degrees: bool = True
+    max_relative_target: Optional[float] = Field(None, gt=0.0)
+    fields: dict[str, Any] = Field(default_factory=dict)  # any other field of the robot's config class
+
+
+class CameraSection(StrictModel):
+    kind: Literal["synthetic"] = "synthetic"
+    key: str = "image"  # observation key
+    height: int = Field(96, ge=8, le=2160)
+    width: int = Field(96, ge=8, le=3840)
+    fps: float = Field(30.0, gt=0.0, le=240.0)
+    max_age_s: float = Field(0.5, gt=0.0, le=10.0)
+
+
+class LeRobotDriverSection(StrictModel):
+    type: Literal["lerobot"] = "lerobot"
+    robot: RobotSection = RobotSection()
+    dry_run: bool = False  # read and log, never send a goal
+    on_disconnect: Literal["hold", "disable"] = "hold"  # torque at the end of the run
+    watchdog_s: float = Field(0.2, gt=0.0, le=10.0)  # no command for this long: hold the last goal
+    max_obs_age_s: float = Field(0.5, gt=0.0, le=10.0)
+    bus_retries: int = Field(2, ge=0, le=10)  # a failed joint read is retried this often before it is a fault
+    connect_retries: int = Field(2, ge=0, le=10)
+    zero_ticks: Optional[list[float]] = None  # per joint: encoder ticks at 0 rad (default 2047)
+    sign: Optional[list[Literal[-1, 1]]] = None
+    # Task input for policies without vision: target xyz (m) per segment, cycled every target_period_s.
+    targets: list[list[float]] = Field(default_factory=lambda: [[0.2, 0.0, 0.15]])
+    target_period_s: float = Field(5.0, gt=0.0, le=3600.0)
+    camera: Optional[CameraSection] = None
+
+
+class EmulatorSection(StrictModel):
+    enabled: bool = False
+    start_rad: list[float] = Field(default_factory=lambda: [0.0, -0.9, 0.9, 0.7, 0.0, 0.3])
+    tau_s: float = Field(0.05, gt=0.0, le=2.0)
+    faults: list[str] = Field(default_factory=list)  # KIND[:ID]@SECONDS, e.g. silent:3@5, close@8
+
+
+class EstopSection(StrictModel):
+    key: bool = True  # a line "e" on stdin (only when stdin is a terminal)
+    address: Optional[str] = "ipc:///tmp/rtctl-estop"  # ZeroMQ PULL; the message b"estop" stops the arm
+
+
+class DeployConfig(RunConfig):
+    """`rtctl run`'s sections (tick, policy, actor, scheduler, shield, …) with a LeRobot driver."""
+
+    driver: LeRobotDriverSection = LeRobotDriverSection()  # type: ignore[assignment]
+    emulator: EmulatorSection = EmulatorSection()
+    estop: EstopSection = EstopSection()
+
+
+class TargetSchedule:
+    """``{"target": [x, y, z, 1]}``, cycling through the configured targets."""
+
+    def __init__(self, targets: list[list[float]], period_s: float) -> None:
+        self.targets = [np.array([*t, 1.0]) for t in targets]
+        self.period_ns, self.t0 = int(period_s * 1e9), time.monotonic_ns()
+
+    def __call__(self) -> dict[str, np.ndarray]:
+        k = (time.monotonic_ns() - self.t0) // self.period_ns
+        return {"target": self.targets[int(k) % len(self.targets)]}
+
+
+class EstopListeners:
+    """Key and message e-stop sources; each calls ``trigger(reason)`` once."""
+
+    def __init__(self, cfg: EstopSection, trigger) -> None:
+        self.trigger, self._stop = trigger, threading.Event()
+        self._threads = []
+        if cfg.key and sys.stdin is not None and sys.stdin.isatty():
+            self._spawn(self._keys)
+        self._sock = None
+        if cfg.address:
+            import zmq
+
+            self._sock = zmq.Context.instance().socket(zmq.PULL)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            try:
+                self._sock.bind(cfg.address)
+            except zmq.ZMQError as err:
+                self._sock.close()
+                raise ConfigError(f"config error: key 'estop.address' = {cfg.address!r}: cannot bind ({err})") from None
+            self._spawn(self._messages)
+
+    def _spawn(self, fn) -> None:
+        t = threading.Thread(target=fn, name=f"estop-{fn.__name__}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _keys(self) -> None:
+        for line in sys.stdin:
+            if line.strip().lower() in ("e", "estop", "stop"):
+                self.trigger("key")
+                return
+
+    def _messages(self) -> None:
+        while not self._stop.is_set():
+            if self._sock.poll(100) and self._sock.recv(copy=True)[:5] == b"estop":
+                self.trigger("message")
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            for t in self._threads:
+                if t.name == "estop-_messages":
+                    t.join(timeout=1.0)
+            self._sock.close()
+
+
+def send_estop(address: str = "ipc:///tmp/rtctl-estop") -> None:
+    """Operator side: tell a running deploy to disable torque and stop."""
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(address)
+    sock.send(b"estop")
+    sock.close()
+
+
+def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration: Optional[float] = None) -> Path:
+    cfg = load_config(config_path, DeployConfig, {"duration_s": duration} if duration is not None else None)
+    d, emu_cfg = cfg.driver, cfg.emulator
+    for key, values in (("zero_ticks", d.zero_ticks), ("sign", d.sign), ("start_rad", emu_cfg.start_rad)):
+        if values is not None and len(values) != 6 and (key == "start_rad" or d.robot.type in SO_ARMS):
+            raise ConfigError(f"config error in {config_path}: key '{'emulator' if key == 'start_rad' else 'driver'}.{key}' needs 6 values, got {len(values)}")
+    if any(len(t) != 3 for t in d.targets) or not d.targets:
+        raise ConfigError(f"config error in {config_path}: key 'driver.targets' must be a list of [x, y, z]")
+    if not emu_cfg.enabled and not d.robot.port:
+        raise ConfigError(f"config error in {config_path}: key 'driver.robot.port' is required (or enable the emulator)")
+    cfg.policy = resolve_checkpoint(cfg.policy)
+    shield = _make_shield(cfg, config_path)
+    out = Path(out_dir) if out_dir else default_run_dir("deploy")
+    emulator = _start_emulator(cfg) if emu_cfg.enabled else None
+    estop: Optional[EstopListeners] = None
+    try:
+        driver = _make_driver(cfg, emulator.path if emulator else d.robot.port)
+        estop = EstopListeners(cfg.estop, driver.estop)
+
+        def attach(folder: RunFolder) -> None:
+            driver.on_event = folder.event
+
+        def extra() -> dict:
+            if emulator is not None:
+                emulator.stop()
+            return {"driver": {**driver.counts, "port": driver.port, "dry_run": d.dry_run},
+                    "emulator": emulator.counts if emulator is not None else None}
+
+        return execute(cfg, driver, shield, out, on_folder=attach, extra_summary=extra)
+    finally:
+        if estop is not None:
+            estop.close()
+        if emulator is not None:
+            emulator.stop()
+
+
+def _make_shield(cfg: DeployConfig, source: Any) -> Any:
+    if not cfg.shield.enabled:
+        return None
+    if cfg.driver.robot.type not in SO_ARMS:
+        raise ConfigError(f"config error in {source}: key 'shield' has an arm model only for {', '.join(SO_ARMS)}; "
+                          f"set shield.enabled: false for {cfg.driver.robot.type!r}")
+    from rtctl.shielding import ArmShieldStep
+
+    return ArmShieldStep(cfg.shield, cfg.tick.rate_hz)
+
+
+def _start_emulator(cfg: DeployConfig) -> Any:
+    from rtctl.drivers.emulators.feetech import EmulatorProcess
+
+    r, d = cfg.driver.robot, cfg.driver
+    cal = Path(r.calibration_dir or "") / f"{r.id}.json"
+    if not r.calibration_dir or not cal.is_file():
+        raise ConfigError(f"config error: the emulator needs driver.robot.calibration_dir with {r.id}.json (not found: {cal})")
+    zero = d.zero_ticks or [2047.0] * 6
+    sign = d.sign or [1] * 6
+    start = [int(round(z + s * q * TICKS_PER_RAD)) for z, s, q in zip(zero, sign, cfg.emulator.start_rad)]
+    try:
+        return EmulatorProcess(str(cal), start, cfg.emulator.tau_s, cfg.emulator.faults)
+    except RuntimeError as err:
+        raise ConfigError(f"config error in emulator: {err} (faults: {cfg.emulator.faults})") from None
+
+
+def _make_driver(cfg: DeployConfig, port: str) -> Any:
+    from rtctl.drivers.lerobot_robot import LeRobotRobotDriver, robot_from_config
+
+    d, r = cfg.driver, cfg.driver.robot
+    fields = {"port": port, "id": r.id, "calibration_dir": r.calibration_dir, "use_degrees": r.use_degrees,
+              "max_relative_target": r.max_relative_target, **r.fields}
+    try:
+        robot = robot_from_config(r.type, fields)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config error: key 'driver.robot': {err}") from None
+    cameras = {}
+    if d.camera is not None:
+        from rtctl.drivers.camera import CameraReader, SyntheticCamera
+
+        c = d.camera
+        cameras[c.key] = CameraReader(SyntheticCamera(c.height, c.width, c.fps), c.key, c.max_age_s)
+    return LeRobotRobotDriver(robot, cfg.tick.rate_hz, zero_ticks=d.zero_ticks, sign=d.sign,
+                              extra_obs=TargetSchedule(d.targets, d.target_period_s), cameras=cameras,
+                              dry_run=d.dry_run, on_disconnect=d.on_disconnect, watchdog_s=d.watchdog_s,
+                              max_obs_age_s=d.max_obs_age_s, bus_retries=d.bus_retries,
+                              connect_retries=d.connect_retries, name=f"lerobot/{r.type}")

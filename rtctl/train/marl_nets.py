@@ -1,0 +1,74 @@
+"""Networks of the MARL trainer: centralised critic, value normaliser, and the PGD observation attack that
+gives the worst-case actions. The shared actor is `rtctl.policies.marl_actor.MaskedActor` (what trials load)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rtctl.policies.marl_actor import MaskedActor as Actor
+from rtctl.policies.mlp import mlp
+
+__all__ = ["Actor", "Critic", "ValueNorm", "mlp", "pgd_attack"]
+
+
+class Critic(nn.Module):
+    """Centralised: V(state(), agent one-hot) for every agent (MAPPO's agent-specific global state)."""
+
+    def __init__(self, state_dim: int, n_agents: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.n_agents = n_agents
+        self.net = mlp(state_dim + n_agents, hidden, 1)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """state (..., state_dim) → values (..., n_agents)."""
+        eye = torch.eye(self.n_agents).expand(*state.shape[:-1], self.n_agents, self.n_agents)
+        x = torch.cat((state.unsqueeze(-2).expand(*state.shape[:-1], self.n_agents, state.shape[-1]), eye), -1)
+        return self.net(x).squeeze(-1)
+
+
+class ValueNorm(nn.Module):
+    """Running mean / variance of the value targets (MAPPO's ValueNorm, debiased EMA)."""
+
+    def __init__(self, beta: float = 0.99999) -> None:
+        super().__init__()
+        self.beta = beta
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("mean_sq", torch.zeros(()))
+        self.register_buffer("debias", torch.zeros(()))
+
+    def update(self, x: torch.Tensor) -> None:
+        b = self.beta
+        self.mean.mul_(b).add_(x.mean() * (1 - b))
+        self.mean_sq.mul_(b).add_((x ** 2).mean() * (1 - b))
+        self.debias.mul_(b).add_(1 - b)
+
+    def _stats(self):
+        d = self.debias.clamp(min=1e-5)
+        mean = self.mean / d
+        var = (self.mean_sq / d - mean ** 2).clamp(min=1e-2)
+        return mean, var.sqrt()
+
+    def normalize(self, x):
+        m, s = self._stats()
+        return (x - m) / s
+
+    def denormalize(self, x):
+        m, s = self._stats()
+        return x * s + m
+
+
+def pgd_attack(actor: Actor, obs: torch.Tensor, mask: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """Observation perturbation δ, ‖δ‖∞ ≤ eps, that moves the policy furthest from its clean action
+    distribution (maximises KL(π(·|o) ‖ π(·|o+δ))); `steps` signed-gradient steps of size 2.5·eps/steps
+    from a random start (Madry et al.). Returns the perturbed observations (no gradient)."""
+    with torch.no_grad():
+        p_clean = torch.softmax(actor.logits(obs, mask), -1)
+    delta = (torch.rand_like(obs) * 2 - 1) * eps
+    step = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        logp = torch.log_softmax(actor.logits(obs + delta, mask), -1)
+        kl = (p_clean * (torch.log(p_clean.clamp(min=1e-12)) - logp)).sum(-1).sum()
+        (g,) = torch.autograd.grad(kl, delta)
+        delta = (delta.detach() + step * g.sign()).clamp(-eps, eps)
+    return (obs + delta).detach()

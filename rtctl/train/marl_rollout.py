@@ -1,0 +1,152 @@
+"""Rollouts of the car sim: one batch of synchronous episodes per call, in-process or on Ray actors.
+
+`run_batch(env, act_fn)` plays every episode of a `CarsVecEnv` to the end and returns the trajectory
+(numpy, time-major) and the episode figures the benchmark reports. `RolloutWorker` owns one vec env and a
+copy of the actor; `RayWorkers` / `LocalWorkers` run several of them. Ray's object transport stays
+inside the trainer's own local cluster.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from rtctl.marl.envs import delay_line, make_vec_env, random_delay
+
+from .marl_config import MarlConfig
+from .marl_nets import Actor
+
+
+def run_batch(env, act_fn: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+              seed: int | None = None) -> dict[str, Any]:
+    """act_fn(obs (E,n,D), mask (E,n,K)) → (actions (E,n), log-probs (E,n))."""
+    obs, mask = env.reset(seed)
+    traj: dict[str, list] = {k: [] for k in ("obs", "mask", "state", "act", "logp", "rew", "live", "term")}
+    stats = {"collided": 0, "off_road": 0, "interventions": 0, "live_steps": 0}
+    hit_episode = np.zeros(env.E, dtype=bool)
+    returns = np.zeros((env.E, env.n))
+    while True:
+        traj["obs"].append(obs)
+        traj["mask"].append(mask)
+        traj["state"].append(env.state())
+        if env.all_done():
+            break
+        act, logp = act_fn(obs, mask)
+        obs, mask, r, term, trunc, info = env.step(act)
+        for k, v in (("act", act), ("logp", logp), ("rew", r), ("live", info.live), ("term", term)):
+            traj[k].append(v)
+        returns += r
+        stats["collided"] += int(info.collided.sum())
+        stats["off_road"] += int(info.off_road.sum())
+        stats["interventions"] += int(info.intervened.sum())
+        stats["live_steps"] += int(info.live.sum())
+        hit_episode |= (info.collided | info.off_road).any(axis=1)
+    done_t = env.finish_step[env.finish_step >= 0]
+    stats.update(episodes=env.E, agents=env.E * env.n, collision_episodes=int(hit_episode.sum()),
+                 completed=int(done_t.size), completion_steps=done_t.astype(float).tolist(),
+                 returns=returns.ravel().tolist(), steps=env.t)
+    out = {k: np.stack(v) for k, v in traj.items()}
+    out["stats"] = stats
+    return out
+
+
+def summarise(stats: list[dict], policy_dt: float) -> dict[str, float]:
+    """Episode figures over several batches (the benchmark's columns)."""
+    tot = (lambda k: sum(s[k] for s in stats))
+    times = [t * policy_dt for s in stats for t in s["completion_steps"]]
+    rets = [r for s in stats for r in s["returns"]]
+    return {"episodes": tot("episodes"), "collisions": tot("collided") + tot("off_road"),
+            "car_collisions": tot("collided"), "off_road": tot("off_road"),
+            "collision_episodes": tot("collision_episodes"),
+            "completion_rate": tot("completed") / max(tot("agents"), 1),
+            "completion_time_s": float(np.mean(times)) if times else float("nan"),
+            "mean_return": float(np.mean(rets)) if rets else float("nan"),
+            "intervention_rate": tot("interventions") / max(tot("live_steps"), 1)}
+
+
+def policy_fn(actor: Actor, greedy: bool, rng: torch.Generator | None = None):
+    def act(obs, mask):
+        with torch.no_grad():
+            o = torch.as_tensor(obs, dtype=torch.float32)
+            m = torch.as_tensor(mask)
+            logits = actor.logits(o, m)
+            if greedy:
+                a = logits.argmax(-1)
+            else:
+                a = torch.multinomial(torch.softmax(logits, -1).reshape(-1, logits.shape[-1]), 1,
+                                      generator=rng).reshape(logits.shape[:-1])
+            logp = torch.log_softmax(logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
+        return a.numpy(), logp.numpy()
+    return act
+
+
+class RolloutWorker:
+    def __init__(self, cfg_json: str, index: int) -> None:
+        torch.set_num_threads(1)
+        self.cfg = MarlConfig.model_validate_json(cfg_json)
+        c = self.cfg
+        self.seed = c.seed * 1000 + index
+        self.rng = np.random.default_rng(self.seed)
+        eps = c.robust.epsilon if c.robust.kind == "domain_random" else 0.0
+        self.env = make_vec_env(c.env.scenario, c.env.n_agents, c.env.envs_per_worker, self.seed,
+                                shield=c.env.shield, v2v=c.env.v2v, perception_range_m=c.env.perception_range_m,
+                                obs_noise=eps)
+        self.actor = Actor(self.env.obs_dim, self.env.K, c.ppo.hidden)
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    def spaces(self) -> tuple[int, int, int]:
+        return self.env.obs_dim, self.env.K, self.env.state_dim
+
+    def collect(self, actor_state: dict) -> dict[str, Any]:
+        c = self.cfg
+        self.actor.load_state_dict(actor_state)
+        if self.env.link is not None:
+            d = c.delay
+            inj = random_delay(self.rng, d.max_fixed_steps, d.tv) if d.randomise else d.tv
+            inj = inj.model_copy(update={"drop_p": d.drop_p})
+            self.env.link = delay_line(inj, self.env.n, self.env.E, int(self.rng.integers(2**31)))
+        return run_batch(self.env, policy_fn(self.actor, False, self.gen), int(self.rng.integers(2**31)))
+
+
+class LocalWorkers:
+    def __init__(self, cfg: MarlConfig) -> None:
+        self.workers = [RolloutWorker(cfg.model_dump_json(), i) for i in range(cfg.rollout.workers)]
+
+    def spaces(self):
+        return self.workers[0].spaces()
+
+    def collect(self, actor_state: dict) -> list[dict]:
+        return [w.collect(actor_state) for w in self.workers]
+
+    def close(self) -> None:
+        pass
+
+
+class RayWorkers:
+    """Rollout workers as Ray actors in a local cluster this trainer starts (and shuts down) itself,
+    unless one is already initialised in this process."""
+
+    def __init__(self, cfg: MarlConfig) -> None:
+        import ray
+
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address="local", num_cpus=cfg.rollout.num_cpus or cfg.rollout.workers,
+                     include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(num_cpus=1)(RolloutWorker)
+        self.workers = [remote.remote(cfg.model_dump_json(), i) for i in range(cfg.rollout.workers)]
+
+    def spaces(self):
+        return self.ray.get(self.workers[0].spaces.remote())
+
+    def collect(self, actor_state: dict) -> list[dict]:
+        ref = self.ray.put(actor_state)
+        return self.ray.get([w.collect.remote(ref) for w in self.workers])
+
+    def close(self) -> None:
+        for w in self.workers:
+            self.ray.kill(w)
+        if self.started:
+            self.ray.shutdown()
