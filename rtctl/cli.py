@@ -21,6 +21,8 @@ BENCHES = {
     "v2v": "rtctl.bench.v2v",
     "marl": "rtctl.bench.marl",
     "lerobot_latency": "rtctl.bench.lerobot_latency",
+    "async_lerobot": "rtctl.bench.async_lerobot",
+    "marl_highway": "rtctl.bench.marl_highway",
 }
 # name → module with `main(config_path, out_dir=None) -> run folder`
 TRAINERS = {

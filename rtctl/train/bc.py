@@ -3,7 +3,6 @@ VLASH's offset-aware augmentation (see `rtctl.train.offsets`). Seeded and reprod
 demo and the benchmarks need are made on first use by `ensure_checkpoint`, never committed."""
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Literal, Optional
@@ -13,6 +12,7 @@ from pydantic import Field
 
 from rtctl.config import StrictModel, dump_config, load_config
 from rtctl.report.runfolder import RunFolder, default_run_dir
+from rtctl.train.artifacts import cached, digest
 from rtctl.train.offsets import episode_bounds, sample_batch, scene_ends
 
 ARTIFACTS = Path("artifacts")
@@ -152,11 +152,5 @@ def main(config_path, out_dir: Optional[Path] = None, **_) -> Path:
 def ensure_checkpoint(config_path: str | Path, root: Path = ARTIFACTS) -> Path:
     """The checkpoint for this config, trained now if it does not exist yet (keyed by the config's hash)."""
     cfg = load_config(config_path, BCTrainConfig)
-    digest = hashlib.sha256((dump_config(cfg) + f"recipe {RECIPE}").encode()).hexdigest()[:12]
-    out = root / "bc" / f"{Path(config_path).stem}-{digest}"
-    ckpt = out / "policy.pt"
-    if not ckpt.exists():
-        tmp = out.with_name(out.name + f".tmp{int(time.time() * 1e6)}")
-        train(cfg, tmp)
-        tmp.rename(out)
-    return ckpt
+    out = root / "bc" / f"{Path(config_path).stem}-{digest(dump_config(cfg) + f'recipe {RECIPE}')}"
+    return cached(out, "policy.pt", lambda tmp: train(cfg, tmp)) / "policy.pt"

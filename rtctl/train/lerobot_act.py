@@ -11,17 +11,16 @@ so does LeRobot's ``from_pretrained``). Checkpoints the benchmarks need are made
 """
 from __future__ import annotations
 
-import hashlib
-import shutil
 import time
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 from rtctl.config import StrictModel, dump_config, load_config
 from rtctl.report.runfolder import RunFolder, default_run_dir
+from rtctl.train.artifacts import cached, digest
 from rtctl.train.bc import DemoConfig, OptimConfig, _plot_loss, make_demos
 
 ARTIFACTS = Path("artifacts")
@@ -56,25 +55,6 @@ class LeRobotACTTrainConfig(StrictModel):
     model: ACTModelConfig = ACTModelConfig()
     train: ACTOptimConfig = ACTOptimConfig()
     offset: ACTOffsetConfig = ACTOffsetConfig()
-
-
-def cached(out: Path, ready: str, make: Callable[[Path], object]) -> Path:
-    """``out``, made now by ``make(tmp)`` in a temporary sibling and moved into place unless ``out/ready``
-    exists already; when two processes make the same artifact, the first to finish wins."""
-    if not (out / ready).exists():
-        tmp = out.with_name(out.name + f".tmp{int(time.time() * 1e6)}")
-        make(tmp)
-        try:
-            tmp.rename(out)
-        except OSError:
-            if not (out / ready).exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def ensure_dataset(cfg: DemoConfig, seed: int, root: Path = ARTIFACTS) -> tuple[Path, str]:

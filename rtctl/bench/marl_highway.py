@@ -1,0 +1,56 @@
+"""`rtctl bench marl_highway [--quick] --out DIR`: the highway-medium comparison the README quotes.
+
+Each of full, non_robust, no_v2v and no_shield is trained from configs/marl_highway_long.yaml (30
+iterations, ~340k agent-steps; no_shield sees fewer because its episodes end at a collision), then evaluated
+greedily on 50 seeded episodes under the fixed 0.2 s and the time-varying V2V delay and under a PGD
+observation attack, plus `full` without delay and a random allowed-behaviour policy for the
+delay-robustness ratio. Longer than `rtctl bench marl`'s per-family budget, on one scenario only.
+``--quick``: 3 training iterations, 10 episodes per row. Trainings are reused when ``DIR/runs/<method>`` holds one.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+from rtctl.config import load_config
+from rtctl.report.runfolder import peak_rss_mb, write_rows
+
+from ..marl.envs import FIXED_2, NO_DELAY, TIME_VARYING
+from ..marl.evaluate import evaluate
+from ..train.marl import train
+from ..train.marl_config import METHOD_SWITCHES, MarlConfig, for_method
+from .marl import CONFIGS, EVAL_SEED, _delay_robustness, table
+
+SCENARIO = "highway-medium"
+METHODS = ("full", "non_robust", "no_v2v", "no_shield")
+
+
+def run(out_dir: pathlib.Path, quick: bool) -> list[dict]:
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    base = load_config(CONFIGS / "marl_highway_long.yaml", MarlConfig, {"iterations": 3} if quick else None)
+    episodes = 10 if quick else 50
+    eps = base.robust.epsilon
+    rows: list[dict] = []
+    for method in METHODS:
+        run_dir = out / "runs" / method
+        if not (run_dir / "policy.pt").is_file():
+            train(for_method(base, method), run_dir)
+        steps = json.loads((run_dir / "summary.json").read_text())["env_steps"]
+        shield, v2v, _ = METHOD_SWITCHES[method]
+        conds = [("fixed_0.2s", FIXED_2, 0.0), ("tv_120ms", TIME_VARYING, 0.0), (f"tv_120ms+pgd_eps{eps}", TIME_VARYING, eps)]
+        if method == "full":
+            conds.append(("none", NO_DELAY, 0.0))
+        for name, delay, attack in conds:
+            res = evaluate(run_dir / "policy.pt", SCENARIO, 3, episodes, EVAL_SEED, shield, v2v, delay, attack_eps=attack)
+            rows.append({"scenario": SCENARIO, "method": method, "delay": name, **res, "train_env_steps": steps})
+    res = evaluate(None, SCENARIO, 3, episodes, EVAL_SEED, True, True, TIME_VARYING)
+    rows.append({"scenario": SCENARIO, "method": "random", "delay": "tv_120ms", **res, "train_env_steps": 0})
+    summary = {"delay_robustness": _delay_robustness(rows), "quick": quick, "episodes_per_row": episodes,
+               "wall_s": time.monotonic() - t0, "peak_rss_mb": peak_rss_mb()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_rows(out / "results.json", rows)
+    (out / "table.md").write_text(table(rows))
+    return rows
