@@ -3,6 +3,7 @@ read/write, sign-magnitude registers, limits, torque and dynamics, checksums, an
 import importlib.util
 import json
 import os
+import termios
 import time
 from pathlib import Path
 
@@ -161,7 +162,9 @@ def test_faults_silent_servo_corrupted_packet_and_closed_port(sdk, emu):
     assert ph.read2ByteTxRx(port, 4, 56)[1] == scs.COMM_RX_CORRUPT
     assert ph.read2ByteTxRx(port, 4, 56)[1] == scs.COMM_SUCCESS  # only the next one was broken
     emu.close_port()
-    with pytest.raises(serial.SerialException):
+    # pyserial reports the far end closing as SerialException on write/read, or as termios.error when the
+    # SDK's flush (tcdrain) sees it first — which one depends on timing; the driver maps both to DriverError
+    with pytest.raises((serial.SerialException, termios.error)):
         ph.read2ByteTxRx(port, 1, 56)
 
 
