@@ -3,8 +3,8 @@
 The world (rtctl.trial.world) binds a ROUTER; each car's driver connects a DEALER whose routing id is the car
 id. `write()` sends the command as one msgpack map {"seq", "cmd": [accel, steer]} without waiting; the world
 answers every message with the car's newest state {"seq", "t_ns", "state": [s, y, ψ, v, steer],
-"pose": [x, y, yaw], "perceived": [[s, y, ψ, v], ...] (non-V2V cars the onboard sensors see),
-"collided", "t_sim"}. `read()` drains the replies and returns the newest; when none has come for `timeout_s`
+"pose": [x, y, yaw], "perceived": [[s, y, ψ, v], ...] (non-V2V cars the onboard sensors see, each in its
+own path's frame), "perceived_idx": [their indices in the scenario's car list], "collided", "t_sim"}. `read()` drains the replies and returns the newest; when none has come for `timeout_s`
 it raises DriverError (the world is gone) — and the world brakes a car whose commands stop, as a VESC does.
 Replies are size-limited and validated; a malformed one is counted and ignored.
 """
@@ -47,10 +47,13 @@ def parse_reply(data: bytes) -> dict | None:
     rows = [_floats(p, 4) for p in perceived] if type(perceived) is list else None
     if state is None or pose is None or rows is None or any(p is None for p in rows):
         return None
+    idx = r.get("perceived_idx")
+    if type(idx) is not list or len(idx) != len(rows) or not all(type(i) is int and 0 <= i < 256 for i in idx):
+        return None
     if type(r.get("collided")) is not bool or type(r.get("t_sim")) not in (int, float):
         return None
     return {"seq": r["seq"], "t_ns": r["t_ns"], "state": state, "pose": pose, "perceived": rows,
-            "collided": r["collided"], "t_sim": float(r["t_sim"])}
+            "perceived_idx": idx, "collided": r["collided"], "t_sim": float(r["t_sim"])}
 
 
 class CarSimDriver:
@@ -128,7 +131,8 @@ class CarSimDriver:
             raise DriverError(f"sim world at {self.endpoint} silent for {silent / 1e9:.2f} s (car {self.car_id})")
         r = self._newest
         return {"state": np.array(r["state"][:4]), "steer": r["state"][4], "pose": np.array(r["pose"]),
-                "perceived": np.array(r["perceived"]).reshape(-1, 4), "collided": r["collided"],
+                "perceived": np.array(r["perceived"]).reshape(-1, 4),
+                "perceived_idx": np.array(r["perceived_idx"], dtype=int), "collided": r["collided"],
                 "t_sim": r["t_sim"], "t_ns": r["t_ns"]}
 
     def write(self, action: np.ndarray) -> np.ndarray:

@@ -114,15 +114,16 @@ def test_env_masks_are_the_shields_action_mask():
 
 @pytest.mark.parametrize("scenario", ["highway-high", "intersection"])
 def test_shield_prevents_collisions_of_a_reckless_policy(scenario):
-    """Every agent floors it (+2 m/s² bin) and humans brake hard / run the red light: shielded, no
-    collision; the same policy unshielded collides."""
+    """Every agent weaves (change left / change right every 0.5 s, which the behaviours' gap keeping does
+    not guard) and humans brake hard / run the red light: shielded, no collision; the same policy
+    unshielded collides."""
     counts = {}
     for shield in (True, False):
         env = make_vec_env(scenario, 3, 6, seed=11, shield=shield)
         env.reset()
         hits = 0
         while not env.all_done():
-            *_, info = env.step(np.full((6, 3), 8))
+            *_, info = env.step(np.full((6, 3), 2 + (env.t // 5) % 2))
             hits += int((info.collided | info.off_road).sum())
         counts[shield] = hits
     assert counts[True] == 0
@@ -138,16 +139,25 @@ def test_observation_is_nearest_first_and_ignores_absent_rows():
     nb[0, :, tables.NB_PRESENT] = [1, 1, 1, 0]
     o = observe(ego, [0.0], [20.0], nb, None, 3, 0.6, cfg)
     assert o.shape == (1, obs_dim(cfg))
-    first, second = o[0, 8:16], o[0, 16:24]
+    first, second = o[0, 21:29], o[0, 29:37]
     assert first[0] == pytest.approx(1.0 / cfg.range_m) and first[-1] == 1.0  # s = 11 (10.5 is absent)
     assert second[0] == pytest.approx(-1.5 / cfg.range_m)
+    # lane features (right, own, left): bumper gaps in the own lane, free lanes on both sides
+    right, own, left = o[0, 9:13], o[0, 13:17], o[0, 17:21]
+    np.testing.assert_allclose(own, [(1.0 - 0.58) / 10, -2 / 3, (1.5 - 0.58) / 10, -2 / 3], atol=1e-6)
+    np.testing.assert_allclose(right, [1, 0, 1, 0]) and np.testing.assert_allclose(left, [1, 0, 1, 0])
+    o = observe(np.array([[10.0, 0.3, 0.0, 2.0]]), [0.0], [20.0], nb, None, 3, 0.6, cfg)
+    np.testing.assert_allclose(o[0, 9:13], 0.0)  # no lane to the right of lane 0
 
 
 def test_behaviour_command_for_one_car():
     scn = make_scenario("highway-low", 1, 0)
     sh = make_shield(scn.track, scn.params)
     ahead = vm.neighbour_table([{"s": 1.2, "y": 0.9, "v": 0.0}])
-    (a, steer), allowed, interv = behaviour_command(sh, (0.0, 0.9, 0.0, 2.0), 8, ahead)  # accelerate at a wall
+    (a, steer), allowed, _ = behaviour_command(sh, (0.0, 0.9, 0.0, 2.0), 8, ahead)  # accelerate at a wall
+    assert a == -scn.params.brake_max and not allowed  # the bin's gap keeping brakes; too late to be safe
+    beside = vm.neighbour_table([{"s": 0.3, "y": 1.5, "v": 2.0}])
+    (a, steer), allowed, interv = behaviour_command(sh, (0.0, 0.9, 0.0, 2.0), 2, beside)  # into a car
     assert a < 0 and not allowed and interv > 0
     (a, steer), allowed, _ = behaviour_command(sh, (0.0, 0.9, 0.0, 2.0), 1)
     assert allowed and abs(steer) < 1e-6
@@ -167,3 +177,23 @@ def test_a_stopped_car_with_a_follower_may_drive_off():
     mask, u, _ = ShieldedController(sh)(ego, nb, None)
     assert plain[0].tolist() == [True] + [False] * 8
     assert mask[0, 1] and u[0, 1, 0] > 0  # keep lane: speeds up towards the target speed
+
+
+def test_a_human_brakes_for_a_nose_in_its_lane():
+    """Scripted humans brake for a car whose body reaches into their lane (an agent stopped mid-lane-change),
+    not only for cars whose rear axle is in it; a car wholly in the next lane does not slow them."""
+    from rtctl.sim.cars.traffic import human_commands
+
+    scn = make_scenario("highway-medium", 1, 0)
+    h = int(scn.humans[0])
+    lane_y = scn.cars[h, dyn.Y]
+    accel = {}
+    for psi in (0.0, 0.4):
+        cars = scn.cars.copy()
+        cars[:, dyn.S] = 100.0 + 5.0 * np.arange(len(cars))  # everyone else far away
+        cars[h, dyn.S], cars[h, dyn.V] = 10.0, 1.5
+        side = -1.0 if lane_y > 0.6 else 1.0  # the adjacent lane, then turned towards the human's lane
+        cars[0, dyn.S], cars[0, dyn.Y], cars[0, dyn.PSI], cars[0, dyn.V] = 11.0, lane_y + side * 0.45, -side * psi, 0.0
+        a, _ = human_commands(scn, cars[None], np.ones((1, len(cars)), bool), 0.0)
+        accel[psi] = float(a[0, list(scn.humans).index(h)])
+    assert accel[0.0] > 0 and accel[0.4] < -1.0

@@ -85,3 +85,24 @@ def test_pgd_attack_stays_in_the_ball_and_moves_the_policy():
         rand = obs + (torch.rand_like(obs) * 2 - 1) * 0.1
         assert kl(adv) > kl(rand)
         assert torch.softmax(actor.logits(adv, mask), -1)[:, 0].max() < 1e-6  # masked stays masked
+
+
+def test_scripted_driver_changes_lanes_and_warm_start_clones_it(tmp_path):
+    """The demonstrator is a function of the actor's own inputs and gets past parked cars (lane changes,
+    shielded, no collision); the warm start fits the actor to it before MAPPO (iteration 0 of the log)."""
+    from rtctl.marl.scripted import LEFT, RIGHT, scripted_actions
+    from rtctl.train.marl_rollout import run_batch
+
+    env = make_vec_env("highway-medium", 3, 6, seed=3)
+    out = run_batch(env, lambda o, m: (scripted_actions(o, m), np.zeros(o.shape[:2])), 3)
+    acts = out["act"][out["live"].astype(bool)]
+    assert np.isin(acts, (LEFT, RIGHT)).any() and out["stats"]["collided"] == 0
+    assert out["stats"]["completed"] >= 0.5 * 18
+    cfg = {**SMALL, "iterations": 1, "env": {"scenario": "highway-medium", "n_agents": 3, "envs_per_worker": 4},
+           "warm_start": {"batches": 1, "epochs": 20, "bc_weight": 1.0, "bc_decay": 0.5}}
+    run = main(_write(tmp_path, cfg), tmp_path / "run")
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert rows[0]["warm_agreement"] > 0.8 and rows[0]["warm_samples"] > 1000
+    assert rows[1]["env_steps"] > rows[0]["env_steps"]  # the demonstrations count in the budget
+    assert rows[1]["bc_weight"] == 1.0 and np.isfinite(rows[1]["bc_loss"])  # DAPG term in the first update

@@ -39,7 +39,7 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="faults.kill|not in the trial"):
         load_config(write_config(tmp_path, faults={"kill": {"car9": 1.0}}), TrialConfig)
     with pytest.raises(ConfigError, match="scenario"):
-        load_config(write_config(tmp_path, sim={"scenario": "intersection"}), TrialConfig)
+        load_config(write_config(tmp_path, sim={"scenario": "roundabout"}), TrialConfig)
     with pytest.raises(ConfigError, match="port"):
         load_config(write_config(tmp_path, mode="hardware"), TrialConfig)
 
@@ -98,6 +98,20 @@ def test_three_car_trial_with_operator_estop(tmp_path):
         own = json.loads((run / "cars" / cid / "summary.json").read_text())
         assert own["v2v"]["estop"] == "op"  # latched from the operator's authenticated broadcast
     assert all((run / p).is_file() for p in s["plots"])
+
+
+def test_intersection_trial_yields_to_crossing_cars_and_red_light_runners(tmp_path):
+    """Three cars on three approaches of the 4-way intersection, two red-light runners on the fourth: each
+    car process builds its crossing-traffic rows from V2V (agents on other paths) and its sensors (the
+    humans), yields by the map's right of way, and every car gets through without a collision."""
+    run = main(write_config(tmp_path, sim={"scenario": "intersection", "seed": 0}, plots=False),
+               tmp_path / "run", duration=12.0)
+    s = json.loads((run / "summary.json").read_text())
+    assert s["collisions"] == 0, s["collision_events"]
+    world = json.loads((run / "world" / "summary.json").read_text())
+    assert all(t is not None for t in world["completed_at_s"].values()), world["completed_at_s"]
+    yielded = [s["per_car"][c]["interventions"] for c in ("car1", "car2")]
+    assert all(n > 0 for n in yielded)  # lower-ranked paths held for crossing traffic
 
 
 def test_killed_car_goes_stale_and_the_follower_keeps_its_gap(tmp_path):

@@ -4,15 +4,17 @@ For each trained scenario family (highway, oval, intersection) every method (ful
 non_robust, domain_randomised) is trained from the same config with the same budget and seed
 (`rtctl.train.marl_config.for_method`), then evaluated greedily on the same seeded episodes under a fixed
 V2V delay (2 steps = 0.2 s) and the time-varying delay (truncated Gaussian 120 ± 40 ms in [50, 200] ms).
-The highway policy is evaluated at all three obstacle densities. Extra rows: `full` with no delay and a
+The highway policy is evaluated at all three obstacle densities. Extra rows: `full` with no delay, a
 random allowed-behaviour policy (for the delay-robustness ratio (R − R_random)/(R_no_delay − R_random)),
+the scripted driver every method's actor is warm-started from (`rtctl.marl.scripted`),
 every method under a 10-step PGD observation attack in the training ε-ball, and the sim's throughput with
 and without the shield (agent-steps per CPU-second, median of 3 repeats).
 
-Full: 50 episodes per row; each policy trains for FULL_ITERATIONS iterations of the configs/marl_*.yaml
-settings (2 Ray workers × 16 episodes), which is what fits the benchmark's 30-minute budget on 2 cores
-(the configs' own 60 iterations are for `rtctl train marl`). ``--quick``: checkpoints from a short set-up
-training (3 iterations of 4 episodes, in-process), kept in ``<out>/checkpoints`` and reused when present;
+Full: 50 episodes per row; each policy is warm-started as its config says (behaviour cloning of the
+scripted driver) and trains for FULL_ITERATIONS MAPPO iterations of the configs/marl_*.yaml settings
+(2 Ray workers × 16 episodes) — about an hour on 2 cores for the 15 policies (the configs' own 60
+iterations are for `rtctl train marl`). ``--quick``: checkpoints from a short set-up training (a warm start
+on 2 × 4 scripted episodes, 3 iterations of 4 episodes, in-process), kept in ``<out>/checkpoints`` and reused when present;
 10 episodes per row, medium densities only. The figures come from whatever was trained: read the
 training budget (``train_env_steps``) in the rows.
 """
@@ -38,7 +40,7 @@ FAMILIES = {"highway": ("highway-low", "highway-medium", "highway-high"), "oval"
             "intersection": ("intersection",)}
 DELAYS = {"fixed_0.2s": FIXED_2, "tv_120ms": TIME_VARYING}
 EVAL_SEED = 10_000
-FULL_ITERATIONS = 8
+FULL_ITERATIONS = 20
 
 
 def _policies(out: pathlib.Path, quick: bool) -> dict[tuple[str, str], dict]:
@@ -50,6 +52,7 @@ def _policies(out: pathlib.Path, quick: bool) -> dict[tuple[str, str], dict]:
         if quick:
             base = base.model_copy(update={
                 "iterations": 3, "env": base.env.model_copy(update={"envs_per_worker": 4}),
+                "warm_start": base.warm_start.model_copy(update={"batches": 2, "epochs": 30}),
                 "rollout": base.rollout.model_copy(update={"backend": "local", "workers": 1}),
                 "log": base.log.model_copy(update={"progress": False})})
         for method in METHODS:
@@ -98,6 +101,8 @@ def run(out_dir: pathlib.Path, quick: bool) -> list[dict]:
                                                          True, NO_DELAY))
             row(scenario, "random", "tv_120ms", None, evaluate(None, scenario, 3, episodes, EVAL_SEED, True, True,
                                                                TIME_VARYING))
+            row(scenario, "scripted", "tv_120ms", None, evaluate("scripted", scenario, 3, episodes, EVAL_SEED, True,
+                                                                 True, TIME_VARYING))
     summary = {"delay_robustness": _delay_robustness(rows), "goals": _goals(rows)}
     for shield in (True, False):
         reps = [throughput("highway-medium", 64, 60 if quick else 200, shield, seed=k)["per_cpu_s"] for k in range(3)]

@@ -1,10 +1,11 @@
 """`rtctl bench marl_highway [--quick] --out DIR`: the highway-medium comparison the README quotes.
 
-Each of full, non_robust, no_v2v and no_shield is trained from configs/marl_highway_long.yaml (30
-iterations, ~340k agent-steps; no_shield sees fewer because its episodes end at a collision), then evaluated
-greedily on 50 seeded episodes under the fixed 0.2 s and the time-varying V2V delay and under a PGD
-observation attack, plus `full` without delay and a random allowed-behaviour policy for the
-delay-robustness ratio. Longer than `rtctl bench marl`'s per-family budget, on one scenario only.
+Each of full, non_robust, no_v2v and no_shield is trained from configs/marl_highway_long.yaml (a warm start
+on 128 scripted episodes, then 30 MAPPO iterations of 16 episodes; no_shield sees fewer steps because its
+episodes end at a collision), then evaluated greedily on 50 seeded episodes under the fixed 0.2 s and the
+time-varying V2V delay and under a PGD observation attack, plus `full` without delay, a random
+allowed-behaviour policy for the delay-robustness ratio, and the scripted driver itself. Longer than
+`rtctl bench marl`'s per-family budget, on one scenario only.
 ``--quick``: 3 training iterations, 10 episodes per row. Trainings are reused when ``DIR/runs/<method>`` holds one.
 """
 from __future__ import annotations
@@ -48,6 +49,8 @@ def run(out_dir: pathlib.Path, quick: bool) -> list[dict]:
             rows.append({"scenario": SCENARIO, "method": method, "delay": name, **res, "train_env_steps": steps})
     res = evaluate(None, SCENARIO, 3, episodes, EVAL_SEED, True, True, TIME_VARYING)
     rows.append({"scenario": SCENARIO, "method": "random", "delay": "tv_120ms", **res, "train_env_steps": 0})
+    res = evaluate("scripted", SCENARIO, 3, episodes, EVAL_SEED, True, True, TIME_VARYING)
+    rows.append({"scenario": SCENARIO, "method": "scripted", "delay": "tv_120ms", **res, "train_env_steps": 0})
     summary = {"delay_robustness": _delay_robustness(rows), "quick": quick, "episodes_per_row": episodes,
                "wall_s": time.monotonic() - t0, "peak_rss_mb": peak_rss_mb()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

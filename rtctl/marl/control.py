@@ -4,7 +4,7 @@
 through `rtctl.safety.action_mask` (one vectorised `VehicleShield.filter_batch` call), which gives the
 mask, the shielded command of each behaviour and the size of the shield's change (the intervention the
 reward penalises). `UnshieldedController` is the `no_shield` ablation: the behaviours' reference commands
-unchanged, every behaviour allowed whose target lane exists.
+(gap keeping included) unchanged, every behaviour allowed whose target lane exists.
 
 `behaviour_command(shield, state, behaviour, neighbours, crossing)` is the same mapping for one car (what a
 trial's car process calls at its control rate): behaviour index → shielded (accel m/s², steer rad), both
@@ -69,26 +69,28 @@ class ShieldedController(_Behaviours):
         self.shield, self.target_speed = shield, target_speed
         self._masking = BestEffortRear(shield)
 
-    def __call__(self, ego, nb, cx):
-        return action_mask(self._masking, ego, nb, cx, BEHAVIOURS, self.target_speed)
+    def __call__(self, ego, nb, cx, lanes=None):
+        return action_mask(self._masking, ego, nb, cx, BEHAVIOURS, self.target_speed, lanes)
 
 
 class UnshieldedController(_Behaviours):
     def __init__(self, shield: VehicleShield, target_speed: float = 2.0) -> None:
         self.shield, self.target_speed = shield, target_speed  # the shield only lends its road and car
 
-    def __call__(self, ego, nb, cx):
-        u, _, exists = behaviour_references(self.shield, ego, BEHAVIOURS, self.target_speed)
+    def __call__(self, ego, nb, cx, lanes=None):
+        u, _, exists = behaviour_references(self.shield, ego, BEHAVIOURS, self.target_speed, neighbours=nb,
+                                            lanes=lanes)
         return exists | (self.lane_offsets == 0)[None, :], u, np.zeros(exists.shape)
 
 
 def behaviour_command(shield: VehicleShield, state, behaviour: int, neighbours=None, crossing=None,
-                      target_speed: float = 2.0):
-    """One car: (s, y, ψ, v) and the chosen behaviour index → ((accel, steer), allowed, intervention)."""
+                      target_speed: float = 2.0, lane: int | None = None):
+    """One car: (s, y, ψ, v) and the chosen behaviour index → ((accel, steer), allowed, intervention);
+    `lane`: the lane it is driving to (see `behaviour_references`)."""
     if not (isinstance(behaviour, (int, np.integer)) and 0 <= behaviour < len(BEHAVIOURS)):
         raise ValueError(f"behaviour must be an index in 0..{len(BEHAVIOURS) - 1}, got {behaviour!r}")
     x = np.asarray(state, dtype=float).reshape(1, 4)
     add = (lambda t: None if t is None else np.asarray(t, dtype=float)[None])
     mask, u, interv = action_mask(BestEffortRear(shield), x, add(neighbours), add(crossing), BEHAVIOURS,
-                                  target_speed)
+                                  target_speed, None if lane is None else [lane])
     return u[0, behaviour], bool(mask[0, behaviour]), float(interv[0, behaviour])

@@ -15,14 +15,19 @@ from rtctl.train.marl_rollout import run_batch, summarise
 from rtctl.v2v.config import InjectionConfig
 
 from .envs import make_vec_env
+from .scripted import scripted_actions
 
 
 def evaluate(policy: str | Path | None, scenario: str, n_agents: int, episodes: int, seed: int, shield: bool,
              v2v: bool, delay: InjectionConfig, attack_eps: float = 0.0, attack_steps: int = 10) -> dict:
-    """policy: an exported `policy.pt`, or None for a uniformly random allowed behaviour (the R_random
-    baseline). attack_eps > 0: each observation is replaced by its PGD worst case in the L∞ ε-ball."""
+    """policy: an exported `policy.pt`, "scripted" for the scripted driver (`rtctl.marl.scripted`, the
+    warm start's demonstrator), or None for a uniformly random allowed behaviour (the R_random baseline).
+    attack_eps > 0: each observation is replaced by its PGD worst case in the L∞ ε-ball."""
     env = make_vec_env(scenario, n_agents, episodes, seed, shield=shield, v2v=v2v, delay=delay)
-    if policy is None:
+    if policy == "scripted":
+        def act(obs, mask):
+            return scripted_actions(obs, mask), np.zeros(obs.shape[:2])
+    elif policy is None:
         rng = np.random.default_rng(seed)
 
         def act(obs, mask):

@@ -5,7 +5,9 @@ batch of synchronous episodes of the car sim (`rtctl.sim.cars`) with the current
 by the shield, neighbours as received over the simulated V2V link with a delay drawn per batch (delay
 randomisation), shield interventions penalised in the reward. The learner then runs MAPPO (shared actor,
 centralised critic on `state()`, value normalisation) and, for ``method: full``, the robust terms (PGD
-worst-case Q in the advantage, KL smoothness in the ε-ball). The run folder gets config.yaml, log.jsonl,
+worst-case Q in the advantage, KL smoothness in the ε-ball). With ``warm_start.batches`` > 0 the actor and
+critic first imitate the scripted lane-changing driver (`rtctl.marl.scripted`; its env steps count in the
+budget). The run folder gets config.yaml, log.jsonl,
 metrics.csv, checkpoint/ (learner state, resumable), policy.pt (the actor, `rtctl.policies.marl_actor`),
 summary.json and plots/learning_curve.png.
 """
@@ -58,6 +60,15 @@ def train(cfg: MarlConfig, out_dir: str | Path | None = None, resume: str | Path
         t0 = time.monotonic()
         env_steps = int(history[-1]["env_steps"]) if history else 0
         ckpt = run.path / "checkpoint"
+        ws = cfg.warm_start
+        if ws.batches and (start == 0 or ws.bc_weight > 0):
+            demos = [b for _ in range(ws.batches) for b in workers.collect_scripted()]
+            shown = summarise([b.pop("stats") for b in demos], 0.1)
+            if start == 0:
+                env_steps += int(sum(np.asarray(b["live"]).sum() for b in demos))
+                log.add({"iteration": 0, "env_steps": env_steps, **shown, **learner.warm_start(demos)})
+            else:  # resumed: the DAPG term needs the demonstrations again (not kept in checkpoints)
+                learner.keep_demos(demos)
         for it in range(start, cfg.iterations):
             t_roll = time.monotonic()
             batches = workers.collect({k: v.clone() for k, v in learner.actor.state_dict().items()})

@@ -77,6 +77,21 @@ class RolloutConfig(StrictModel):
     num_cpus: int | None = Field(None, ge=1, le=1024)  # ray.init(num_cpus=...); default = workers
 
 
+class WarmStartConfig(StrictModel):
+    """Behaviour cloning of the scripted lane-changing driver (`rtctl.marl.scripted`) before MAPPO: every
+    worker plays `batches` batches with it; the actor is fitted to its choices (cross-entropy over the
+    shield-masked behaviours) and the critic to the discounted returns, for `epochs` passes. 0 = off."""
+
+    batches: int = Field(0, ge=0, le=10_000)
+    epochs: int = Field(30, ge=1, le=1000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    # DAPG (Rajeswaran et al. 2018): the cloning loss stays in every PPO minibatch with weight
+    # bc_weight · bc_decay^iteration, so a few noisy advantages cannot unlearn a rare, decisive behaviour
+    # (a lane change) before the critic can tell it is worth it
+    bc_weight: float = Field(0.0, ge=0.0, le=100.0)
+    bc_decay: float = Field(0.95, gt=0.0, le=1.0)
+
+
 class LogConfig(StrictModel):
     progress: bool = True
     checkpoint_every: int = Field(10, ge=1)
@@ -92,6 +107,7 @@ class MarlConfig(StrictModel):
     robust: RobustConfig = RobustConfig()
     ppo: PPOConfig = PPOConfig()
     rollout: RolloutConfig = RolloutConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
     log: LogConfig = LogConfig()
     torch_threads: int = Field(1, ge=1, le=256)
 

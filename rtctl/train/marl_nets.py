@@ -3,6 +3,7 @@ gives the worst-case actions. The shared actor is `rtctl.policies.marl_actor.Mas
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rtctl.policies.marl_actor import MaskedActor as Actor
@@ -12,18 +13,31 @@ __all__ = ["Actor", "Critic", "ValueNorm", "mlp", "pgd_attack"]
 
 
 class Critic(nn.Module):
-    """Centralised: V(state(), agent one-hot) for every agent (MAPPO's agent-specific global state)."""
+    """Centralised: V(state(), agent one-hot, the agent's own observation) for every agent — MAPPO's
+    agent-specific global state (Yu et al. 2022, §4: global state plus the agent's local features). With
+    state() alone (world poses) the critic had to learn each agent's gaps to the parked cars from raw
+    coordinates, and the actor never learned to change lanes out of a standstill."""
 
-    def __init__(self, state_dim: int, n_agents: int, hidden: list[int]) -> None:
+    def __init__(self, state_dim: int, n_agents: int, hidden: list[int], obs_dim: int = 0) -> None:
         super().__init__()
-        self.n_agents = n_agents
-        self.net = mlp(state_dim + n_agents, hidden, 1)
+        self.n_agents, self.obs_dim = n_agents, obs_dim
+        self.net = mlp(state_dim + n_agents + obs_dim, hidden, 1)
 
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        """state (..., state_dim) → values (..., n_agents)."""
-        eye = torch.eye(self.n_agents).expand(*state.shape[:-1], self.n_agents, self.n_agents)
-        x = torch.cat((state.unsqueeze(-2).expand(*state.shape[:-1], self.n_agents, state.shape[-1]), eye), -1)
-        return self.net(x).squeeze(-1)
+    def forward(self, state: torch.Tensor, obs: torch.Tensor | None = None) -> torch.Tensor:
+        """state (..., state_dim), obs (..., n_agents, obs_dim) → values (..., n_agents)."""
+        lead, n = state.shape[:-1], self.n_agents
+        eye = torch.eye(n).expand(*lead, n, n)
+        parts = [state.unsqueeze(-2).expand(*lead, n, state.shape[-1]), eye]
+        if self.obs_dim:
+            parts.append(obs)
+        return self.net(torch.cat(parts, -1)).squeeze(-1)
+
+    def one(self, state: torch.Tensor, obs: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+        """Flat samples: state (N, state_dim), obs (N, obs_dim), agent (N,) → (N,)."""
+        parts = [state, F.one_hot(agent, self.n_agents).float()]
+        if self.obs_dim:
+            parts.append(obs)
+        return self.net(torch.cat(parts, -1)).squeeze(-1)
 
 
 class ValueNorm(nn.Module):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from rtctl.marl.envs import delay_line, make_vec_env, random_delay
+from rtctl.marl.scripted import scripted_actions
 
 from .marl_config import MarlConfig
 from .marl_nets import Actor
@@ -81,6 +82,10 @@ def policy_fn(actor: Actor, greedy: bool, rng: torch.Generator | None = None):
     return act
 
 
+def _scripted(obs, mask):
+    return scripted_actions(obs, mask), np.zeros(obs.shape[:2], dtype=np.float32)
+
+
 class RolloutWorker:
     def __init__(self, cfg_json: str, index: int) -> None:
         torch.set_num_threads(1)
@@ -98,15 +103,23 @@ class RolloutWorker:
     def spaces(self) -> tuple[int, int, int]:
         return self.env.obs_dim, self.env.K, self.env.state_dim
 
-    def collect(self, actor_state: dict) -> dict[str, Any]:
-        c = self.cfg
-        self.actor.load_state_dict(actor_state)
+    def _draw_link(self) -> None:
+        """Delay randomisation: a new V2V delay for each batch."""
         if self.env.link is not None:
-            d = c.delay
+            d = self.cfg.delay
             inj = random_delay(self.rng, d.max_fixed_steps, d.tv) if d.randomise else d.tv
             inj = inj.model_copy(update={"drop_p": d.drop_p})
             self.env.link = delay_line(inj, self.env.n, self.env.E, int(self.rng.integers(2**31)))
+
+    def collect(self, actor_state: dict) -> dict[str, Any]:
+        self.actor.load_state_dict(actor_state)
+        self._draw_link()
         return run_batch(self.env, policy_fn(self.actor, False, self.gen), int(self.rng.integers(2**31)))
+
+    def collect_scripted(self) -> dict[str, Any]:
+        """One batch driven by the scripted driver (the warm start's demonstrations), same delays."""
+        self._draw_link()
+        return run_batch(self.env, _scripted, int(self.rng.integers(2**31)))
 
 
 class LocalWorkers:
@@ -118,6 +131,9 @@ class LocalWorkers:
 
     def collect(self, actor_state: dict) -> list[dict]:
         return [w.collect(actor_state) for w in self.workers]
+
+    def collect_scripted(self) -> list[dict]:
+        return [w.collect_scripted() for w in self.workers]
 
     def close(self) -> None:
         pass
@@ -144,6 +160,9 @@ class RayWorkers:
     def collect(self, actor_state: dict) -> list[dict]:
         ref = self.ray.put(actor_state)
         return self.ray.get([w.collect.remote(ref) for w in self.workers])
+
+    def collect_scripted(self) -> list[dict]:
+        return self.ray.get([w.collect_scripted.remote() for w in self.workers])
 
     def close(self) -> None:
         for w in self.workers:

@@ -63,7 +63,9 @@ class Car:
             dt=1.0 / cfg.rates.control_hz, gamma=sh.gamma, headway=sh.headway, standstill_gap=sh.standstill_gap,
             max_state_age_s=sh.max_state_age_s))
         self.policy = load_policy(cfg.policy.kind, cfg.policy.checkpoint)
-        index = [c.id for c in cfg.cars].index(car_id)
+        self.ids = [c.id for c in cfg.cars]
+        index = self.index = self.ids.index(car_id)
+        self.multi_path = track.kind == "cross"  # the intersection: crossing-traffic rows as well
         self.policy_input = PolicyInput(self.policy, self.shield, track, float(self.scn.goal_s[index]))
         self.target_speed = self.car.target_speed or cfg.policy.target_speed
         self.obstacles = self.scn.cars[self.scn.kind == OBSTACLE][:, :2]
@@ -76,6 +78,7 @@ class Car:
         self.v2v_every = int(round(cfg.rates.control_hz / cfg.rates.v2v_hz))
         self.log_every = max(1, int(round(cfg.rates.control_hz / cfg.log_hz)))
         self.behaviour = 1
+        self.drive_lane: int | None = None  # the latched lane (as in training: rtctl.sim.cars.vec_env)
         self.accel = 0.0
         self.ages: dict[str, list[float]] = defaultdict(list)
         self.margin_max: dict[str, float] = defaultdict(float)
@@ -86,13 +89,19 @@ class Car:
         self.distance = 0.0
         self.s0: float | None = None
 
-    def table(self, obs, s: float, now_ns: int) -> np.ndarray:
+    def table(self, obs, s: float, now_ns: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(neighbour rows, crossing rows or None) from V2V, the sensors and the map."""
+        if self.multi_path:
+            age = max(now_ns - obs["t_ns"], 0) / 1e9
+            return glue.path_tables(self.scn, self.index, s, self.node.snapshot(now_ns), self.ids,
+                                    obs.get("perceived", np.zeros((0, 4))), obs.get("perceived_idx", ()), age,
+                                    self.cfg.shield.stale_margin_mps)
         wrap = self.track.wrap
         parts = [glue.neighbour_rows(self.node.snapshot(now_ns), self.road, s, wrap, self.cfg.shield.stale_margin_mps),
                  glue.obstacle_rows(self.obstacles, s, wrap)]
         if "perceived" in obs:
             parts.append(glue.sensed_rows(obs["perceived"], max(now_ns - obs["t_ns"], 0) / 1e9))
-        return np.concatenate(parts)
+        return np.concatenate(parts), None
 
     def tick(self, k: int, t_start_ns: int) -> bool:
         now = time.monotonic_ns()
@@ -101,10 +110,17 @@ class Car:
         if self.s0 is None:
             self.s0 = s
         self.node.poll(0)
-        nb = self.table(obs, s, now)
+        nb, cx = self.table(obs, s, now)
         if k % self.policy_every == 0:
-            chunk = self.policy.predict_chunk(self.policy_input(obs["state"], self.accel, nb, k))
-            self.behaviour = int(chunk.actions[0, 0])
+            lane = int(self.road.lane_of(y))
+            if self.drive_lane is None:
+                self.drive_lane = lane
+            pin = self.policy_input(obs["state"], self.accel, nb, k, cx, self.drive_lane)
+            self.behaviour = int(self.policy.predict_chunk(pin).actions[0, 0])
+            target = self.drive_lane + int(DEFAULT_BEHAVIOURS[self.behaviour].lane_offset)
+            mask = pin.get("action_mask")
+            if 0 <= target < self.road.n_lanes and (mask is None or bool(mask[self.behaviour])):
+                self.drive_lane = target
             for n in self.node.snapshot(now):
                 self.ages[n.id].append(n.age_s)
         estop = self.node.estop is not None or self.local_estop is not None
@@ -120,8 +136,11 @@ class Car:
             self.behaviour = EMERGENCY_STOP
         else:
             u_ref, target, _ = behaviour_references(self.shield, obs["state"][None],
-                                                    (DEFAULT_BEHAVIOURS[self.behaviour],), self.target_speed)
-            u, info = self.shield.filter(obs["state"], u_ref[0, 0], {"neighbours": nb, "target_lane": int(target[0, 0]),
+                                                    (DEFAULT_BEHAVIOURS[self.behaviour],), self.target_speed,
+                                                    neighbours=nb[None] if len(nb) else None,
+                                                    lanes=None if self.drive_lane is None else [self.drive_lane])
+            u, info = self.shield.filter(obs["state"], u_ref[0, 0], {"neighbours": nb, "crossing": cx,
+                                                                     "target_lane": int(target[0, 0]),
                                                                      "state_age_s": state_age})
         steer = steer_on_road(u[1], self.track.kappa_at(s, y), self.params)
         applied = self.driver.write(np.array([u[0], float(steer)]))
@@ -130,7 +149,7 @@ class Car:
             pose, vel, acc = glue.state_message(obs["state"], self.accel)
             # the measurement time in the bus clock (realtime between hosts): now there, less the state's age
             t_meas = self.node.now_ns() - (time.monotonic_ns() - obs["t_ns"])
-            self.node.publish_state(pose, vel, acc, self.behaviour, self.cfg.v2v.error_bound_m, t_meas)
+            self.node.publish_state(pose, vel, acc, self._intent(y), self.cfg.v2v.error_bound_m, t_meas)
         self._count(info, estop, obs, nb)
         if k % self.log_every == 0:
             self.folder.log({"t": round((now - t_start_ns) / 1e9, 4), "s": s, "y": y, "psi": psi, "v": v,
@@ -142,6 +161,14 @@ class Car:
         self.distance = s - self.s0
         return True
 
+    def _intent(self, y: float) -> int:
+        """The behaviour announced over V2V: a latched lane change in progress announces its direction
+        (receivers read the target lane from it), whatever behaviour carries it on."""
+        lane = int(self.road.lane_of(y))
+        if self.drive_lane is None or self.drive_lane == lane or self.behaviour == EMERGENCY_STOP:
+            return self.behaviour
+        return glue.CHANGE_LEFT if self.drive_lane > lane else glue.CHANGE_RIGHT
+
     def _count(self, info, estop, obs, nb) -> None:
         c = self.counts
         c["ticks"] += 1
@@ -150,8 +177,11 @@ class Car:
         if info is not None:
             c["interventions"] += bool(info.intervened)
             c["fallbacks"] += info.status == "fallback"
-        for row, n in zip(nb, self.node.snapshot()):  # V2V rows come first, in snapshot order
-            self.margin_max[n.id] = max(self.margin_max[n.id], float(row[7]))
+        snap = self.node.snapshot()
+        rows = [self.ids.index(n.id) if n.id in self.ids else None for n in snap] if self.multi_path else range(len(snap))
+        for j, n in zip(rows, snap):  # V2V rows: in snapshot order, or by car index on a multi-path map
+            if j is not None:
+                self.margin_max[n.id] = max(self.margin_max[n.id], float(nb[j][7]))
 
     def summary(self, stats: TickStats | None) -> dict:
         pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)

@@ -7,6 +7,10 @@ come from three sources: V2V neighbours with their message age — the position 
 message widens the gap the car keeps; a neighbour that stops talking (killed, out of range) stays in the
 table with a growing age, never silently forgotten —, cars the onboard sensors see (not cooperative), and
 the map's parked obstacles.
+
+At the intersection (several paths) `path_tables` builds both the same-path rows and the crossing-traffic
+rows (CX_* columns) with the car sim's own `shield_tables`, so a car process sees what training saw: every
+message and track is in its sender's own path frame, and which path a car is on comes from the shared map.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from rtctl.v2v.neighbours import Neighbour
 
 LANE_OFFSET = np.array([b.lane_offset for b in DEFAULT_BEHAVIOURS])
 STOP_INTENT = next(i for i, b in enumerate(DEFAULT_BEHAVIOURS) if b.stop)
+CHANGE_LEFT = next(i for i, b in enumerate(DEFAULT_BEHAVIOURS) if b.lane_offset == 1)
+CHANGE_RIGHT = next(i for i, b in enumerate(DEFAULT_BEHAVIOURS) if b.lane_offset == -1)
 
 
 def state_message(state, accel: float) -> tuple[tuple, tuple, tuple]:
@@ -65,3 +71,34 @@ def obstacle_rows(cars: np.ndarray, s_ego: float, wrap) -> np.ndarray:
         out[:, 5] = -1.0
         out[:, 7], out[:, 9] = 0.02, 1.0
     return out
+
+
+def path_tables(scn, me: int, s_me: float, neighbours: list[Neighbour], ids: list[str], perceived: np.ndarray,
+                perceived_idx, sensed_age_s: float, stale_margin_mps: float, vel_error: float = 0.05,
+                sensed_pos_error: float = 0.05, sensed_vel_error: float = 0.1):
+    """Car `me` (at s_me on its path) of a multi-path map (scenario `scn`): V2V snapshot (senders' ids index `ids`, the agents in
+    scenario order) and sensed tracks (perceived (M, 4) = (s, y, ψ, v) in each track's own path frame,
+    perceived_idx (M,) their scenario car indices) → (neighbour rows (C, NB_COLS), crossing rows
+    (C, CX_COLS)), one row per car of the scenario."""
+    from rtctl.sim.cars.tables import shield_tables
+
+    C, n = scn.n_cars, scn.n_agents
+    k = {key: np.zeros(C) for key in ("s", "y", "psi", "v", "a", "age", "epos", "evel", "coop")}
+    k["lane_to"], k["present"] = np.full(C, -1.0), np.zeros(C, dtype=bool)
+    for j, row in zip(np.asarray(perceived_idx, dtype=int).tolist(), np.asarray(perceived, dtype=float)):
+        k["s"][j], k["y"][j], k["psi"][j], k["v"][j] = row
+        k["age"][j], k["epos"][j], k["evel"][j], k["present"][j] = sensed_age_s, sensed_pos_error, sensed_vel_error, True
+    where = {cid: i for i, cid in enumerate(ids)}
+    for nb in neighbours:
+        j = where.get(nb.id)
+        if j is None or j == me:
+            continue
+        st, age = nb.state, max(nb.age_s, 0.0)
+        k["s"][j], k["y"][j], k["psi"][j] = (float(x) for x in st.pose[:3])
+        k["v"][j], k["a"][j] = math.hypot(st.vel[0], st.vel[1]), float(st.acc[0])
+        k["age"][j], k["epos"][j], k["evel"][j] = age, nb.error_bound + stale_margin_mps * age, vel_error
+        k["coop"][j], k["present"][j] = 1.0, True
+    k["present"][me] = False
+    known = {key: np.broadcast_to(v, (1, n, C)) for key, v in k.items()}
+    nb_rows, cx_rows = shield_tables(scn, known, np.full((1, n), float(s_me)))
+    return nb_rows[0, me], (None if cx_rows is None else cx_rows[0, me])

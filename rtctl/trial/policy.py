@@ -1,7 +1,8 @@
 """Behaviour policies for a trial car, behind the `Policy` protocol (chunk of one behaviour index).
 
 The observation a car process hands its policy: ``state`` (s, y, ψ, v), ``neighbours`` (the shield's
-neighbour table: V2V cars with ages, sensed cars, map obstacles), ``mask`` (the shield's allowed behaviours,
+neighbour table: V2V cars with ages, sensed cars, map obstacles), ``crossing`` (the crossing-traffic table
+at the intersection, else None), ``mask`` (the shield's allowed behaviours,
 `rtctl.safety.action_mask`), ``tick``. `KeepLanePolicy` is the scripted stand-in until a trained actor is
 deployed; `load_policy` builds the configured one (the MAPPO actor from `rtctl.policies.marl_actor`, which also
 reads ``observation`` and ``action_mask``: `PolicyInput` builds them as the trainer did).
@@ -59,14 +60,18 @@ class PolicyInput:
 
             self.obs_cfg = ObsConfig(**meta["obs_config"])
 
-    def __call__(self, state: np.ndarray, accel: float, nb: np.ndarray, tick: int) -> dict:
-        obs = {"state": state, "neighbours": nb, "tick": tick}
+    def __call__(self, state: np.ndarray, accel: float, nb: np.ndarray, tick: int,
+                 crossing: np.ndarray | None = None, drive_lane: int | None = None) -> dict:
+        obs = {"state": state, "neighbours": nb, "crossing": crossing, "tick": tick}
         if self.obs_cfg is not None:
             from rtctl.safety.behaviours import action_mask
             from rtctl.sim.cars.observe import observe
 
-            mask, _, _ = action_mask(self.shield, state[None], nb)
+            cx = None if crossing is None else crossing[None]
+            lanes = None if drive_lane is None else np.array([drive_lane])
+            mask, _, _ = action_mask(self.shield, state[None], nb[None], cx, lanes=lanes)
             obs["action_mask"] = mask[0]
             obs["observation"] = observe(state[None], np.array([accel]), np.array([self.goal_s - state[0]]),
-                                         nb[None], None, self.track.n_lanes, self.track.lane_width, self.obs_cfg)[0]
+                                         nb[None], cx, self.track.n_lanes, self.track.lane_width, self.obs_cfg,
+                                         drive_lane=lanes)[0]
         return obs

@@ -129,14 +129,21 @@ class World:
 
     def reply(self, i: int, seq: int, now_ns: int) -> bytes:
         me = self.cars[i]
-        ds = self.track.wrap(self.cars[self.others, S] - me[S])
-        near = np.abs(ds) <= self.cfg.sim.perception_range_m
+        R = self.cfg.sim.perception_range_m
+        if self.track.kind == "cross":  # other paths: range in the world frame, tracks in their own frames
+            wx, wy, _ = self.track.to_world(self.scn.path, self.cars[:, S], self.cars[:, Y], self.cars[:, PSI])
+            near = np.hypot(wx[self.others] - wx[i], wy[self.others] - wy[i]) <= R
+            ds = self.cars[self.others, S] - me[S]
+        else:
+            ds = self.track.wrap(self.cars[self.others, S] - me[S])
+            near = np.abs(ds) <= R
         near &= self.scn.kind[self.others] == HUMAN  # parked obstacles are on the map every car has
         rows = self.cars[self.others[near]][:, [S, Y, PSI, V]]
         rows[:, 0] = me[S] + ds[near]
         x, y, yaw = self.track.to_world(self.scn.path[i], me[S], me[Y], me[PSI])
         return msgpack.packb({"seq": seq, "t_ns": now_ns, "state": me.tolist(),
-                              "pose": [float(x), float(y), float(yaw)], "perceived": rows.tolist(), "collided": bool(self.touching[i].any()),
+                              "pose": [float(x), float(y), float(yaw)], "perceived": rows.tolist(),
+                              "perceived_idx": self.others[near].tolist(), "collided": bool(self.touching[i].any()),
                               "t_sim": self.t_sim})
 
     def log_row(self) -> dict:

@@ -101,7 +101,9 @@ def _lanes(road: str, level: int, n: int, rng: np.random.Generator, p: CarParams
                     goal_s=np.array([c[0] for c in cars[:n]]) + goal,
                     human_speed=rng.uniform(1.2, 1.8, n_hum),
                     brake_at_s=rng.uniform(2.0, 6.0, n_hum), brake_for_s=rng.uniform(1.0, 2.0, n_hum),
-                    runs_red=np.zeros(n_hum, dtype=bool), max_steps=250 if road == "highway" else 300,
+                    # 30 s: twice the route at the target speed (the highway's 25 s cut off a lane-changing
+                    # heuristic 1-4 m short of the goal behind the humans, at 1.2-1.8 m/s)
+                    runs_red=np.zeros(n_hum, dtype=bool), max_steps=300,
                     meta={"density": ("low", "medium", "high")[level], "human_lane": human_lane})
 
 

@@ -8,7 +8,13 @@ curvature feed-forward). Humans are re-planned every control step. Episodes of a
 together (the V2V delay line runs on one clock): an agent that collides, leaves the road or completes its
 route is removed and waits, masked, until every episode of the batch is done or max_steps is reached.
 
-controller(ego (B,4), nb (B,C,NB_COLS), cx (B,C,CX_COLS) | None) → (mask (B,K) bool, u (B,K,2) road-relative
+Lane changes are latched (as highway-env's target lane index): a change behaviour moves the lane an agent
+drives to, `drive_lane`, by its offset, and every later behaviour (keep lane, the acceleration bins) carries
+on into that lane; a single 0.1 s choice of "keep lane" no longer turns a car back mid-change, so one
+decision starts a whole manoeuvre (without the latch a lane change needed ~10 consecutive equal choices and
+MAPPO never found it).
+
+controller(ego (B,4), nb (B,C,NB_COLS), cx (B,C,CX_COLS) | None, lanes (B,)) → (mask (B,K) bool, u (B,K,2) road-relative
 (accel, steer), intervention (B,K) ≥ 0) and attributes `lane_offsets` (K,) ints, `stop_index` (int).
 link: None (no V2V: perception only) or an object with reset() and step(t, msgs (E,n,MSG_DIM)) →
 (received (E,n,n,MSG_DIM), age_s (E,n,n)) — `tables.IdealLink` or rtctl.v2v.inject.StepDelayLine.
@@ -77,6 +83,7 @@ class CarsVecEnv:
         self.finish_step = np.full((self.E, self.n), -1)
         self.accel = np.zeros((self.E, self.n))
         self.lane_to = np.full((self.E, self.n), -1.0)
+        self.drive_lane = self.track.lane_of(self.cars[:, :self.n, dyn.Y]).astype(int)
         self.bias = perception_bias(self.rng, self.E, self.n, self.cars.shape[1], self.perception)
         self.t = 0
         if self.link is not None:
@@ -98,11 +105,12 @@ class CarsVecEnv:
         C = nb.shape[2]
         flat = (lambda a: None if a is None else a.reshape(E * n, C, a.shape[-1]))
         e4 = ego.reshape(E * n, 4)
+        lanes = self.drive_lane.reshape(-1)
         obs = observe(e4, self.accel.reshape(-1), (self.goal - ego[..., dyn.S]).reshape(-1), flat(nb), flat(cx),
-                      self.track.n_lanes, self.track.lane_width, self.obs_cfg)
+                      self.track.n_lanes, self.track.lane_width, self.obs_cfg, drive_lane=lanes)
         if self.obs_noise > 0:
             obs += self.rng.uniform(-self.obs_noise, self.obs_noise, obs.shape).astype(np.float32)
-        mask, u, interv = self.controller(e4, flat(nb), flat(cx))
+        mask, u, interv = self.controller(e4, flat(nb), flat(cx), lanes)
         self.mask = mask.reshape(E, n, self.K) & ~self.done[..., None]
         self.mask[..., self.controller.stop_index] |= self.done  # a finished agent's only "action"
         self.u = u.reshape(E, n, self.K, 2)
@@ -133,10 +141,11 @@ class CarsVecEnv:
         interv = np.where(live, np.take_along_axis(self.interv, act[..., None], axis=2)[..., 0], 0.0)
         intervened = live & ((interv > 1e-6) | ~allowed)
         offs = np.asarray(self.controller.lane_offsets)[act]
+        target = self.drive_lane + offs
+        self.drive_lane = np.where(live & allowed & (target >= 0) & (target < self.track.n_lanes), target,
+                                   self.drive_lane)
         lane = self.track.lane_of(self.cars[:, :n, dyn.Y])
-        target = lane + offs
-        self.lane_to = np.where(live & allowed & (offs != 0) & (target >= 0) & (target < self.track.n_lanes),
-                                target, -1.0)
+        self.lane_to = np.where(live & (self.drive_lane != lane), self.drive_lane, -1.0)  # announced over V2V
         self.accel = np.where(live, u[..., 0], 0.0)
         s_before = self.cars[:, :n, dyn.S].copy()
         hit = np.zeros((E, n), dtype=bool)
