@@ -15,7 +15,7 @@ from rtctl.train.marl_rollout import run_batch, summarise
 from rtctl.v2v.config import InjectionConfig
 
 from .envs import make_vec_env
-from .scripted import scripted_actions
+from .scripted import scripted_policy
 
 
 def evaluate(policy: str | Path | None, scenario: str, n_agents: int, episodes: int, seed: int, shield: bool,
@@ -25,8 +25,7 @@ def evaluate(policy: str | Path | None, scenario: str, n_agents: int, episodes: 
     attack_eps > 0: each observation is replaced by its PGD worst case in the L∞ ε-ball."""
     env = make_vec_env(scenario, n_agents, episodes, seed, shield=shield, v2v=v2v, delay=delay)
     if policy == "scripted":
-        def act(obs, mask):
-            return scripted_actions(obs, mask), np.zeros(obs.shape[:2])
+        act = scripted_policy
     elif policy is None:
         rng = np.random.default_rng(seed)
 

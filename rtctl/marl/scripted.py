@@ -51,3 +51,8 @@ def scripted_actions(obs: np.ndarray, mask: np.ndarray, cfg: ObsConfig = ObsConf
     best = np.where(changing, np.where(blocked & m[rows, back], back, KEEP), best)
     fallback = np.where(changing & m[rows, back], back, np.where(m[:, SOFT_BRAKE], SOFT_BRAKE, STOP))
     return np.where(m[rows, best], best, fallback).reshape(shape)
+
+
+def scripted_policy(obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`scripted_actions` as a rollout act function: (actions, log-probabilities = 0)."""
+    return scripted_actions(obs, mask), np.zeros(np.shape(obs)[:-1], dtype=np.float32)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from rtctl.marl.envs import delay_line, make_vec_env, random_delay
-from rtctl.marl.scripted import scripted_actions
+from rtctl.marl.scripted import scripted_policy
 
 from .marl_config import MarlConfig
 from .marl_nets import Actor
@@ -82,10 +82,6 @@ def policy_fn(actor: Actor, greedy: bool, rng: torch.Generator | None = None):
     return act
 
 
-def _scripted(obs, mask):
-    return scripted_actions(obs, mask), np.zeros(obs.shape[:2], dtype=np.float32)
-
-
 class RolloutWorker:
     def __init__(self, cfg_json: str, index: int) -> None:
         torch.set_num_threads(1)
@@ -119,7 +115,7 @@ class RolloutWorker:
     def collect_scripted(self) -> dict[str, Any]:
         """One batch driven by the scripted driver (the warm start's demonstrations), same delays."""
         self._draw_link()
-        return run_batch(self.env, _scripted, int(self.rng.integers(2**31)))
+        return run_batch(self.env, scripted_policy, int(self.rng.integers(2**31)))
 
 
 class LocalWorkers:
