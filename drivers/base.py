@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Generic, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Mapping, Optional, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -67,8 +67,10 @@ class Driver(Protocol):
     def read(self) -> dict[str, Any]:
         """Newest observation; never waits on a bus. Raises DriverError if the device is gone."""
 
-    def write(self, action: np.ndarray) -> np.ndarray:
-        """Post ``action``; return the command actually applied (clipped to the limits)."""
+    def write(self, action: np.ndarray, stamp_ns: Optional[int] = None) -> np.ndarray:
+        """Post ``action``; return the command actually applied (clipped to the limits). ``stamp_ns`` is the
+        start (time.monotonic_ns()) of the control tick the command belongs to, None = the time of this call;
+        a driver with an I/O thread measures each command's age at the bus write from it (``bus_stats()``)."""
 
     def disconnect(self) -> None: ...
 

@@ -2,7 +2,18 @@
 
 One I/O thread owns the robot (its serial bus): it sends the newest command the tick posted, then reads the
 joints, and hands the observation back through a `LatestValue`. The tick's `read()`/`write()` only touch
-those slots, so the tick never waits on serial I/O. The same thread runs the watchdog (no new command for
+those slots, so the tick never waits on serial I/O. Every bus write is timestamped: `bus_stats()` gives the
+write intervals and each command's age from its tick's start (`rtctl.drivers.bus_stats`).
+
+Bus timing rules, each measured at the emulator's receipt of the goals (`rtctl deploy`, ``bus_emulator``):
+a stamped command is written at a fixed delay after its tick's scheduled start (`SendSchedule`), so the
+tick's start jitter and the variance of its work before `write()` stay off the bus (``send_delay="now"``
+writes on post); the joints are read right after the write, so the bus is free when the next command comes;
+the keep-alive read (no command posted) waits 1.5 periods, so a tick a little late does not find the bus
+busy; the port blocks in select() while a reply is on its way (the SDK opens it non-blocking and polls it
+in a loop, which spins a core and the GIL against the tick and the servo side); and the command posted last
+before `disconnect()` is still written. A command replaced by a newer one before its write is counted
+(``replaced``), never queued. The same thread runs the watchdog (no new command for
 ``watchdog_s`` → it stops sending and the servos hold their last goal; it resumes on the next command), the
 operator e-stop (torque off on every servo that answers, then the driver faults) and the fault diagnosis
 (which servo went silent or sends corrupted packets; whether the port itself is gone). A fault becomes a
@@ -28,6 +39,7 @@ from typing import Any, Callable, Literal, Mapping, Optional, Sequence
 import numpy as np
 
 from rtctl.drivers.base import DriverError, DriverSpec, LatestValue
+from rtctl.drivers.bus_stats import BusStats, SendSchedule
 
 log = logging.getLogger(__name__)
 # lerobot config-type names whose classes live in a module with another name
@@ -124,6 +136,7 @@ class LeRobotRobotDriver:
                  extra_obs: Optional[Callable[[], Mapping[str, np.ndarray]]] = None, cameras: Optional[Mapping[str, Any]] = None,
                  dry_run: bool = False, on_disconnect: Literal["hold", "disable"] = "hold",
                  watchdog_s: float = 0.2, max_obs_age_s: float = 0.5, bus_retries: int = 2, connect_retries: int = 2,
+                 read_block_s: float = 0.01, send_delay: Literal["auto", "now"] | float = "auto",
                  on_event: Optional[Callable[..., None]] = None, name: Optional[str] = None) -> None:
         self.robot, self.rate_hz = robot, rate_hz
         self.port = _port_of(robot)
@@ -132,6 +145,12 @@ class LeRobotRobotDriver:
         self.dry_run, self.on_disconnect = dry_run, on_disconnect
         self.watchdog_s, self.max_obs_age_s, self.bus_retries = watchdog_s, max_obs_age_s, bus_retries
         self.connect_retries = connect_retries
+        self.read_block_s = read_block_s
+        fixed = isinstance(send_delay, (int, float)) and 0 <= send_delay < 1.0 / rate_hz
+        if not (fixed or send_delay in ("auto", "now")):
+            raise ValueError(f"send_delay must be 'auto', 'now' or seconds in [0, one period), got {send_delay!r}")
+        self._schedule = (None if send_delay == "now" else
+                          SendSchedule(1.0 / rate_hz, None if send_delay == "auto" else float(send_delay)))
         self.on_event = on_event or (lambda kind, **f: None)
         if hasattr(getattr(robot, "config", None), "disable_torque_on_disconnect"):
             robot.config.disable_torque_on_disconnect = on_disconnect == "disable"
@@ -139,7 +158,9 @@ class LeRobotRobotDriver:
         self._map: Optional[JointMap] = None
         self._zero_ticks, self._sign = zero_ticks, sign
         self._obs: LatestValue[dict] = LatestValue()
-        self._cmd: LatestValue[np.ndarray] = LatestValue()
+        # (command, stamp_ns, post_ns, stamped: the tick gave its start)
+        self._cmd: LatestValue[tuple[np.ndarray, int, int, bool]] = LatestValue()
+        self._bus = BusStats(1.0 / rate_hz)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._estop: Optional[str] = None
@@ -208,6 +229,12 @@ class LeRobotRobotDriver:
                     f"--robot.id=...), then point calibration_dir/id at it")
             robot.bus.write_calibration(robot.calibration)  # what lerobot does when you accept its file
             self.on_event("calibration_written", port=self.port)
+        ser = getattr(getattr(getattr(robot, "bus", None), "port_handler", None), "ser", None)
+        if ser is not None and self.read_block_s > 0:
+            # scservo_sdk opens the port with timeout=0 and polls it in a tight loop until a status packet is
+            # complete. A read timeout makes each poll wait in select() for the bytes instead (no CPU, no GIL);
+            # the SDK's own packet timeout still decides when a servo is silent.
+            ser.timeout = self.read_block_s
 
     def read(self) -> dict[str, Any]:
         if self._fault is not None:
@@ -225,14 +252,28 @@ class LeRobotRobotDriver:
             out[name] = cam.latest()[0]
         return out
 
-    def write(self, action: np.ndarray) -> np.ndarray:
+    def write(self, action: np.ndarray, stamp_ns: Optional[int] = None) -> np.ndarray:
+        """Post a command for the I/O thread; ``stamp_ns`` is the start of the control tick it belongs to
+        (time.monotonic_ns(); None = now), from which its age at the bus write is measured."""
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (self.spec.action_dim,) or not np.all(np.isfinite(a)):
             raise ValueError(f"{self.spec.name}.write: expected {self.spec.action_dim} finite values, got {a!r}")
         applied = self.spec.clip(a)
-        self._cmd.put(applied)
+        now = time.monotonic_ns()
+        self._cmd.put((applied, now if stamp_ns is None else int(stamp_ns), now, stamp_ns is not None))
+        self._bus.post()
         self._wake.set()
         return applied
+
+    def bus_stats(self) -> dict:
+        """Command timing at the bus write (`rtctl.drivers.bus_stats.KEYS`): posted/sent/replaced counts,
+        write intervals and command age (tick start → bytes written), ms."""
+        return self._bus.summary()
+
+    def io_thread_ids(self) -> list[int]:
+        """Native ids of the I/O thread (for CPU placement: it writes while the tick sleeps)."""
+        t = self._thread
+        return [t.native_id] if t is not None and t.is_alive() and t.native_id is not None else []
 
     def estop(self, reason: str = "operator") -> None:
         """Disable torque on every servo (done by the I/O thread at once); the driver then faults."""
@@ -260,27 +301,37 @@ class LeRobotRobotDriver:
     # -- the I/O thread ---------------------------------------------------------------------------------
     def _io_loop(self) -> None:
         sent_version, last_cmd_ns, holding = 0, time.monotonic_ns(), False
-        poll_s = 1.0 / self.rate_hz
+        poll_s = 1.5 / self.rate_hz  # keep-alive read only when the tick is really late (module docstring)
         try:
-            while not self._stop.is_set():
+            while True:
                 self._wake.wait(poll_s)
                 self._wake.clear()
                 if self._estop is not None:
                     off = self._torque_off_best_effort()
                     raise DriverError(f"operator e-stop ({self._estop}): torque disabled on {off} at {self.port}")
                 cmd, version = self._cmd.get()
+                if cmd is not None and version != sent_version and cmd[3] and self._schedule is not None:
+                    wait_ns = self._schedule.release_ns(cmd[1], cmd[2]) - time.monotonic_ns()
+                    if wait_ns > 0:
+                        self._stop.wait(wait_ns * 1e-9)  # disconnect() cuts it short: the command goes at once
+                        if self._estop is not None:
+                            continue  # torque off first (top of the loop)
+                        cmd, version = self._cmd.get()  # the newest command goes, never a stale one
                 now = time.monotonic_ns()
                 if cmd is not None and version != sent_version:
                     sent_version, last_cmd_ns = version, now
+                    self._bus.take(version)
                     if holding:
                         holding = False
                         self.on_event("watchdog_release", port=self.port)
-                    self._send(cmd)
+                    self._send(*cmd[:3])
                 elif sent_version and not holding and (now - last_cmd_ns) * 1e-9 > self.watchdog_s:
                     holding = True  # the tick stalled: send nothing, the servos keep their last goal
                     self.counts["watchdog_holds"] += 1
                     self.on_event("watchdog_hold", port=self.port, stalled_ms=(now - last_cmd_ns) / 1e6)
                     log.warning("%s: no command for %.0f ms, holding the last goal", self.spec.name, (now - last_cmd_ns) / 1e6)
+                if self._stop.is_set():  # checked after the send: the last command posted still goes out
+                    break
                 self._obs.put(self._read_bus())
         except DriverError as err:
             self._fault = err
@@ -290,7 +341,7 @@ class LeRobotRobotDriver:
             self.on_event("driver_fault", port=self.port, error=str(self._fault))
             log.error("%s", self._fault)
 
-    def _send(self, q: np.ndarray) -> None:
+    def _send(self, q: np.ndarray, stamp_ns: int, post_ns: int) -> None:
         action = self._map.from_rad(q) if self._map is not None else {f"{m}.pos": float(v) for m, v in zip(self.motors, q)}
         if self.dry_run:
             self.counts["dry_run"] += 1
@@ -301,6 +352,7 @@ class LeRobotRobotDriver:
             sent = self.robot.send_action(action)
         except PORT_ERRORS as err:  # a sync write gets no answer, so any failure is the port itself
             raise DriverError(self._port_message(err)) from err
+        self._bus.wrote(time.monotonic_ns(), stamp_ns, post_ns)  # send_action returns once the bytes are written
         self.counts["sent"] += 1
         self.last_sent = self._map.to_rad(sent) if self._map is not None else np.asarray(q, float)
 

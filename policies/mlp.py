@@ -6,7 +6,8 @@ so the exported actor is task-agnostic.
 
 An export is a ``torch.save`` dict of tensors and plain values only (loadable with ``weights_only=True``):
 ``format``, ``obs_keys`` (observation entries concatenated in order), ``hidden``, ``obs_dim``, ``act_dim``,
-``actor`` (state dict) and ``action`` (how [-1, 1] becomes a command):
+``actor`` (state dict), ``meta`` (rate, horizon 1, units: see `rtctl.policies.base`; also in the
+``.meta.json`` sidecar) and ``action`` (how [-1, 1] becomes a command):
 
 * ``{"mode": "affine", "low": [...], "high": [...]}``: linear map onto the box (low, high);
 * ``{"mode": "delta_state", "state_key": "state", "joints": [...], "scale": s, "low": [...],
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import ActionChunk, Observation, chunk_for
+from .base import ActionChunk, Observation, chunk_for, write_checkpoint_meta
 
 EXPORT_FORMAT = "rtctl.mlp_actor/1"
 
@@ -92,7 +93,9 @@ def compute_features(obs: Observation, features: Sequence[Mapping[str, Any]]) ->
 
 def export_actor(path: str | Path, actor: Actor, hidden: Sequence[int], obs_keys: Sequence[str],
                  action: Mapping[str, Any], extra: Mapping[str, Any] | None = None,
-                 features: Sequence[Mapping[str, Any]] = ()) -> Path:
+                 features: Sequence[Mapping[str, Any]] = (), meta: Mapping[str, Any] | None = None) -> Path:
+    """Write the export, with its checkpoint metadata (``meta``; by default derived from ``action`` and
+    ``extra`` by `rtctl.train.multitask.export_meta`) embedded and in a ``.meta.json`` sidecar."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = actor.net[0]
@@ -107,7 +110,13 @@ def export_actor(path: str | Path, actor: Actor, hidden: Sequence[int], obs_keys
         "features": [dict(f) for f in features],
         "extra": dict(extra or {}),
     }
+    if meta is None:
+        from rtctl.train.multitask import export_meta  # the env's rate lives with the trainer's env config
+
+        meta = export_meta(blob["action"], blob["extra"])
+    blob["meta"] = dict(meta)
     torch.save(blob, path)
+    write_checkpoint_meta(path, blob["meta"])
     return path
 
 
@@ -128,6 +137,7 @@ class MLPPolicy:
         self.action = dict(blob["action"])
         self.features = list(blob.get("features", []))
         self.extra = dict(blob.get("extra", {}))
+        self.meta = dict(blob.get("meta", {}))  # absent in exports made before rtctl recorded rate/units
         mode = self.action.get("mode")
         if mode not in ("affine", "delta_state"):
             raise ValueError(f"unknown action mode {mode!r} in export (affine, delta_state)")

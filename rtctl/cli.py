@@ -11,7 +11,8 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="rtctl: real-time control runtime for learned robot policies.")
 
-# name → module with `run(out_dir, quick) -> rows`
+# name → module with `run(out_dir, quick, **opts) -> rows` and optionally `setup(out_dir, quick, **opts)` (one-time
+# training/caching, timed apart from the benchmark: `rtctl.bench.common.run_timed`)
 BENCHES = {
     "tick": "rtctl.bench.tick",
     "async": "rtctl.bench.async_chunks",
@@ -23,6 +24,8 @@ BENCHES = {
     "lerobot_latency": "rtctl.bench.lerobot_latency",
     "async_lerobot": "rtctl.bench.async_lerobot",
     "marl_highway": "rtctl.bench.marl_highway",
+    "disturbance": "rtctl.bench.disturbance",
+    "actor_startup": "rtctl.bench.actor_startup",
 }
 # name → module with `main(config_path, out_dir=None) -> run folder`
 TRAINERS = {
@@ -83,14 +86,33 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder")) -> None
 @app.command("bench")
 def bench_cmd(name: str = typer.Argument(..., help=f"one of: {', '.join(BENCHES)}"),
               out: Path = typer.Option(..., "--out", help="output folder (results.json goes here)"),
-              quick: bool = typer.Option(False, "--quick", help="short version for a smoke run")) -> None:
-    """Run a benchmark; rows go to OUT/results.json."""
+              quick: bool = typer.Option(False, "--quick", help="short version (≤ 3 min after a one-time, "
+                                         "cached training step)"),
+              policies: Optional[str] = typer.Option(None, "--policies", help="async benches: comma-separated "
+                                                     "policies (default bc,bc_offset; opt in to "
+                                                     "lerobot_act,lerobot_act_offset)")) -> None:
+    """Run a benchmark; rows go to OUT/results.json, set-up and benchmark wall time to OUT/timing.json."""
     if name not in BENCHES:
         _fail(f"unknown benchmark '{name}' (known: {', '.join(BENCHES)})", 2)
     mod = _load(BENCHES[name], f"benchmark '{name}'")
-    out.mkdir(parents=True, exist_ok=True)
-    rows = _guard(mod.run, out, quick)
+    opts = {}
+    if policies is not None:
+        import inspect
+
+        if "policies" not in inspect.signature(mod.run).parameters:
+            _fail(f"benchmark '{name}' takes no --policies (only: async, async_shield, async_lerobot)", 2)
+        from rtctl.bench.async_chunks import parse_policies
+
+        try:
+            opts["policies"] = parse_policies(policies)
+        except ValueError as err:
+            _fail(str(err), 2)
+    from rtctl.bench.common import run_timed
+
+    rows, timing = _guard(run_timed, name, mod, out, quick, **opts)
     typer.echo(f"{len(rows)} rows → {out / 'results.json'}")
+    typer.echo(f"bench {name}: setup_s {timing['setup_s']:.1f} (training/caching, once), bench_s "
+               f"{timing['bench_s']:.1f} → {out / 'timing.json'}")
 
 
 @app.command("train")

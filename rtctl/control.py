@@ -3,15 +3,64 @@
 read observation → poll arrived chunks → scheduler (launches inference, rolls state forward, merges) →
 command → [shield] → driver.write → record. Episode bookkeeping (sim only), seam and reaction metrics live
 here too, so both clocks measure the same way.
+
+Smoothness is measured twice, on the scheduler's command (before the shield: what scheduling did) and on
+the command the driver applied (after the shield and clipping: what the actuator got), inside episodes:
+per-tick step = ‖u_t − u_{t−1}‖ (rad), jerk = ‖Δ³u_t‖·rate³ (rad/s³), seam jump = the step on the first
+tick of a newly switched-in chunk, normalised by the median step inside chunks. Whack task time counts a
+missed target at its deadline (so missing more never looks faster), beside hits per minute.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from rtctl.chunking.scheduler import ChunkScheduler, Request
+
+WHACK_DEADLINE_S = 2.5  # rtctl.sim.arm_env.WHACK_DEADLINE_S (not imported: this module stays MuJoCo-free)
+
+
+class Smoothness:
+    """Per-tick steps and jerks of one command stream, and its seam jumps (see the module docstring)."""
+
+    def __init__(self, rate_hz: float) -> None:
+        self.rate = rate_hz
+        self.steps: list[float] = []
+        self.jerks: list[float] = []
+        self.seam_jumps: list[float] = []
+        self.inside_steps: list[float] = []
+        self._last: deque = deque(maxlen=4)
+        self._prev_chunk = -1
+
+    def add(self, u: np.ndarray, hold: bool, seam: bool, chunk: int) -> None:
+        u = np.array(u, float)
+        if self._last:
+            step = float(np.linalg.norm(u - self._last[-1]))
+            self.steps.append(step)
+            if not hold:
+                if seam and self._prev_chunk >= 0:
+                    self.seam_jumps.append(step)
+                elif chunk == self._prev_chunk and step > 1e-6:
+                    self.inside_steps.append(step)
+        self._last.append(u)
+        if len(self._last) == 4:
+            a = list(self._last)
+            self.jerks.append(float(np.linalg.norm(a[3] - 3 * a[2] + 3 * a[1] - a[0])) * self.rate ** 3)
+        self._prev_chunk = chunk if not hold else self._prev_chunk
+
+    def end_episode(self) -> None:
+        self._last.clear()
+        self._prev_chunk = -1
+
+    def summary(self, suffix: str) -> dict[str, Optional[float]]:
+        p95 = (lambda a: float(np.percentile(a, 95)) if len(a) else None)
+        med = float(np.median(self.inside_steps)) if self.inside_steps else float("nan")
+        seam = float(np.percentile(self.seam_jumps, 95) / med) if self.seam_jumps and med > 0 else None
+        return {f"seam_jump_p95{suffix}": seam, f"step_p95{suffix}": p95(self.steps),
+                f"jerk_p95{suffix}": p95(self.jerks)}
 
 
 @dataclass
@@ -43,15 +92,17 @@ class ControlLoop:
         self.sched = make_scheduler()
         self.ep_tick = 0
         self.episodes: list[EpisodeStats] = []
-        self.seam_jumps: list[float] = []
-        self.inside_steps: list[float] = []
+        self.smooth_cmd = Smoothness(rate_hz)  # the scheduler's command, before the shield
+        self.smooth_applied = Smoothness(rate_hz)  # what the driver applied
+        self.seam_jumps = self.smooth_applied.seam_jumps  # (names kept for the benchmarks' cells)
+        self.inside_steps = self.smooth_applied.inside_steps
+        self.disturbance_log: list[dict] = []  # per disturbance: start tick, first tick of a chunk conditioned on it
         self.last_row: Optional[dict] = None
         self._ep_chunk_at: list[int] = []
         self._ep_gripper: list[np.ndarray] = []
         self._ep_gripper_vel: list[np.ndarray] = []
-        self._prev_cmd: Optional[np.ndarray] = None
-        self._prev_chunk = -1
         self.counts_total: dict[str, int] = {}
+        self.total_ticks = 0
 
     # -- inference submission: attach what the conditioning observation saw (for reaction latency) --------
     def _submit(self, req: Request, policy_obs: dict) -> list:
@@ -60,7 +111,8 @@ class ControlLoop:
             req.meta = {**req.meta, "target": np.asarray(target, float).copy()}
         return self.client.submit(req, policy_obs)
 
-    def tick(self, k: int) -> bool:
+    def tick(self, k: int, t_start_ns: Optional[int] = None) -> bool:
+        """One tick; ``t_start_ns`` (the tick's start, monotonic) lets a driver report command age at send."""
         obs = self.driver.read()
         arrivals = self.client.poll(self.ep_tick)
         out = self.sched.step(self.ep_tick, obs, arrivals, self._submit)
@@ -68,9 +120,11 @@ class ControlLoop:
         shield_info = None
         if self.shield is not None:
             cmd, shield_info = self.shield(obs, cmd, self.sched.last_applied)
-        applied = self.driver.write(cmd)
+        applied = self.driver.write(cmd, stamp_ns=t_start_ns)
         self.sched.applied(applied)
         self._track(out, applied)
+        self._watch_disturbance(k, obs, out)
+        self.total_ticks += 1
         if self.record_rows:
             self.last_row = {
                 "tick": k, "episode": len(self.episodes), "ep_tick": self.ep_tick,
@@ -78,12 +132,14 @@ class ControlLoop:
                 "applied": applied, "hold": out.hold, "starved": out.starved, "seam": out.seam,
                 "chunk": out.chunk_id, "chunk_row": out.chunk_row, "queue_depth": out.queue_depth,
                 "in_flight": out.in_flight, "delay_est": out.delay_est, "launched": out.launched is not None,
-                "rejected": out.rejected,
+                "rejected": out.rejected, "disturbed": self.sched.disturbed,
             }
             if shield_info is not None:
                 self.last_row["shield"] = shield_info
         self.ep_tick += 1
         if getattr(self.driver, "episode_done", False):
+            if self.sched.disturbed:  # the episode's scheduler (and its disturbance) ends here
+                self._watch_disturbance(k, obs, replace(out, disturbance="end", hold=True))
             self._end_episode()
             if self.max_episodes is not None and len(self.episodes) >= self.max_episodes:
                 return False
@@ -103,14 +159,27 @@ class ControlLoop:
         if "gripper_pos" in info:
             self._ep_gripper.append(np.asarray(info["gripper_pos"], float))
             self._ep_gripper_vel.append(np.asarray(info.get("gripper_vel", np.zeros(3)), float))
-        if self._prev_cmd is not None and not out.hold:
-            step = float(np.linalg.norm(applied - self._prev_cmd))
-            if out.seam and self._prev_chunk >= 0:
-                self.seam_jumps.append(step)
-            elif out.chunk_id == self._prev_chunk and step > 1e-6:
-                self.inside_steps.append(step)
-        self._prev_cmd = np.array(applied, float)
-        self._prev_chunk = out.chunk_id if not out.hold else self._prev_chunk
+        self.smooth_cmd.add(out.command, out.hold, out.seam, out.chunk_id)
+        self.smooth_applied.add(applied, out.hold, out.seam, out.chunk_id)
+
+    def _watch_disturbance(self, k: int, obs: dict, out: Any) -> None:
+        """Log the disturbance rule's transitions, and for each disturbance the first tick whose command
+        comes from a chunk conditioned on the measured (disturbed) state."""
+        if out.disturbance == "start":
+            err = self.sched.disturbance_error
+            self.disturbance_log.append({"episode": len(self.episodes), "tick": k, "ep_tick": self.ep_tick,
+                                         "first_reaction_tick": None, "end_tick": None})
+            if self.on_event is not None:
+                self.on_event("disturbance", state="start", tick=k, joint_error_rad=np.round(err, 4).tolist())
+        elif out.disturbance == "end":
+            if self.disturbance_log:
+                self.disturbance_log[-1]["end_tick"] = k
+            if self.on_event is not None:
+                self.on_event("disturbance", state="end", tick=k)
+        if self.disturbance_log and self.disturbance_log[-1]["first_reaction_tick"] is None and not out.hold:
+            req = self.sched.requests.get(out.chunk_id)
+            if req is not None and req.meta.get("disturbance"):
+                self.disturbance_log[-1]["first_reaction_tick"] = k
 
     def _end_episode(self) -> None:
         info = getattr(self.driver, "last_info", {}) or {}
@@ -132,6 +201,8 @@ class ControlLoop:
                               latency_s=None if r is None else (r - a) * dt)
             if ev.get("hit") and ev.get("end_step") is not None:
                 hit_times.append((int(ev["end_step"]) - a) * dt)
+            elif ev.get("end_step") is not None:  # expired: a miss counts at its deadline
+                hit_times.append(WHACK_DEADLINE_S)
         success = bool(info.get("success", False))
         if getattr(self.driver, "task", "reach") == "whack":
             task_time = float(np.mean(hit_times)) if hit_times else float("nan")
@@ -141,7 +212,8 @@ class ControlLoop:
                                           reactions, motions, sum(bool(e.get("hit")) for e in events),
                                           len(events)))
         self._ep_chunk_at, self._ep_gripper, self._ep_gripper_vel = [], [], []
-        self._prev_cmd, self._prev_chunk = None, -1
+        self.smooth_cmd.end_episode()
+        self.smooth_applied.end_episode()
 
     def flush_reactions(self) -> None:
         """At the end of a run: report the reactions of the episode still in progress (events only; an
@@ -178,6 +250,18 @@ class ControlLoop:
             if n > 1e-9 and float(self._ep_gripper_vel[t] @ to) / n > self.motion_threshold:
                 return t
         return None
+
+    def smoothness(self) -> dict[str, Optional[float]]:
+        """Seams, steps and jerks before (``_cmd``) and after (``_applied``; ``seam_jump_p95`` without a
+        suffix keeps its old meaning, after the shield) the shield."""
+        out = {**self.smooth_cmd.summary("_cmd"), **self.smooth_applied.summary("_applied")}
+        out["seam_jump_p95"] = out["seam_jump_p95_applied"]
+        return out
+
+    def hits_per_min(self) -> Optional[float]:
+        minutes = sum(e.ticks for e in self.episodes) / self.rate_hz / 60.0
+        hits = sum(e.hits for e in self.episodes)
+        return hits / minutes if minutes > 0 and any(e.targets for e in self.episodes) else None
 
     def _add_counts(self) -> None:
         for key, val in self.sched.counts.items():

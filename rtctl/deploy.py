@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
 from pydantic import Field
@@ -57,6 +57,10 @@ class LeRobotDriverSection(StrictModel):
     max_obs_age_s: float = Field(0.5, gt=0.0, le=10.0)
     bus_retries: int = Field(2, ge=0, le=10)  # a failed joint read is retried this often before it is a fault
     connect_retries: int = Field(2, ge=0, le=10)
+    # When the I/O thread writes each command: "auto" = a fixed delay after its tick's scheduled start,
+    # learned from the ticks (keeps tick jitter off the bus), "now" = as soon as it is posted, or seconds.
+    send_delay: Union[Literal["auto", "now"], Annotated[float, Field(ge=0.0, le=1.0)]] = "auto"
+    read_block_s: float = Field(0.01, gt=0.0, le=0.5)  # serial read timeout: the SDK sleeps, not spins
     zero_ticks: Optional[list[float]] = None  # per joint: encoder ticks at 0 rad (default 2047)
     sign: Optional[list[Literal[-1, 1]]] = None
     # Task input for policies without vision: target xyz (m) per segment, cycled every target_period_s.
@@ -69,7 +73,8 @@ class EmulatorSection(StrictModel):
     enabled: bool = False
     start_rad: list[float] = Field(default_factory=lambda: [0.0, -0.9, 0.9, 0.7, 0.0, 0.3])
     tau_s: float = Field(0.05, gt=0.0, le=2.0)
-    faults: list[str] = Field(default_factory=list)  # KIND[:ID]@SECONDS, e.g. silent:3@5, close@8
+    # KIND[:ID]@SECONDS, e.g. silent:3@5, close@8; a hand pushing a joint: push:ID:OFFSET_DEG:DURATION_S@SECONDS
+    faults: list[str] = Field(default_factory=list)
 
 
 class EstopSection(StrictModel):
@@ -161,12 +166,22 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
     for key, values in (("zero_ticks", d.zero_ticks), ("sign", d.sign), ("start_rad", emu_cfg.start_rad)):
         if values is not None and len(values) != 6 and (key == "start_rad" or d.robot.type in SO_ARMS):
             raise ConfigError(f"config error in {config_path}: key '{'emulator' if key == 'start_rad' else 'driver'}.{key}' needs 6 values, got {len(values)}")
+    if isinstance(d.send_delay, float) and d.send_delay >= 1.0 / cfg.tick.rate_hz:
+        raise ConfigError(f"config error in {config_path}: key 'driver.send_delay' = {d.send_delay} s must be "
+                          f"shorter than one tick ({1.0 / cfg.tick.rate_hz:.4f} s), or 'auto' / 'now'")
     if any(len(t) != 3 for t in d.targets) or not d.targets:
         raise ConfigError(f"config error in {config_path}: key 'driver.targets' must be a list of [x, y, z]")
     if not emu_cfg.enabled and not d.robot.port:
         raise ConfigError(f"config error in {config_path}: key 'driver.robot.port' is required (or enable the emulator)")
     cfg.policy = resolve_checkpoint(cfg.policy)
+    from rtctl.actor_latency import resolve_extra_latency
+    from rtctl.policy_factory import check_checkpoint
+    from rtctl.ray_start import prestart
+
+    resolve_extra_latency(cfg.policy, cfg.actor)
+    check_checkpoint(cfg.policy, cfg.tick.rate_hz)
     shield = _make_shield(cfg, config_path)
+    prestart(cfg)  # Ray and the policy actor start while the emulator and the driver come up (−1.5 s measured)
     out = Path(out_dir) if out_dir else default_run_dir("deploy")
     emulator = _start_emulator(cfg) if emu_cfg.enabled else None
     estop: Optional[EstopListeners] = None
@@ -178,13 +193,23 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
             driver.on_event = folder.event
 
         def extra() -> dict:
+            bus_emulator = None
             if emulator is not None:
                 emulator.stop()
+                # the goals as the emulator received them (its clock is the driver's): bus-level truth
+                log = emulator.keep_goal_log(out / "emulator_goals.jsonl")
+                if log is not None:
+                    from rtctl.drivers.bus_stats import log_summary
+
+                    bus_emulator = log_summary(log, 1.0 / cfg.tick.rate_hz)
             return {"driver": {**driver.counts, "port": driver.port, "dry_run": d.dry_run},
-                    "emulator": emulator.counts if emulator is not None else None}
+                    "emulator": emulator.counts if emulator is not None else None, "bus_emulator": bus_emulator}
 
         return execute(cfg, driver, shield, out, on_folder=attach, extra_summary=extra)
     finally:
+        from rtctl.ray_start import cancel_prestart
+
+        cancel_prestart()  # no-op when execute() took the prestarted actor over
         if estop is not None:
             estop.close()
         if emulator is not None:
@@ -238,4 +263,5 @@ def _make_driver(cfg: DeployConfig, port: str) -> Any:
                               extra_obs=TargetSchedule(d.targets, d.target_period_s), cameras=cameras,
                               dry_run=d.dry_run, on_disconnect=d.on_disconnect, watchdog_s=d.watchdog_s,
                               max_obs_age_s=d.max_obs_age_s, bus_retries=d.bus_retries,
-                              connect_retries=d.connect_retries, name=f"lerobot/{r.type}")
+                              connect_retries=d.connect_retries, send_delay=d.send_delay,
+                              read_block_s=d.read_block_s, name=f"lerobot/{r.type}")

@@ -1,12 +1,14 @@
 """Build a `Policy` from its config section (inside the tick's process or inside a Ray actor)."""
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from rtctl.config import StrictModel
-from rtctl.policies.base import ActionChunk, chunk_for
+from rtctl.config import ConfigError, StrictModel
+from rtctl.policies.base import ActionChunk, chunk_for, meta_path, read_checkpoint_meta
 
 
 class PolicyConfig(StrictModel):
@@ -16,8 +18,12 @@ class PolicyConfig(StrictModel):
     checkpoint: Optional[str] = None
     train_config: Optional[str] = None  # bc: if no checkpoint is given, train (once, cached) from this config
     horizon: int = Field(50, ge=1, le=1000)
+    # run a checkpoint at a tick rate other than the one it was trained at (see check_checkpoint)
+    allow_rate_mismatch: bool = False
     v_max: float = Field(1.5, gt=0.0, le=10.0)  # expert: fastest joint speed, rad/s
-    extra_latency_ms: float = Field(0.0, ge=0.0, le=60000.0)  # emulate a large VLA on a CPU box
+    # Emulate a large VLA on a CPU box (Ray actor only): shorthand for actor.extra_latency {kind: constant, ms: X},
+    # the emulated inference time per request (rtctl.actor_latency); setting both is a config error.
+    extra_latency_ms: float = Field(0.0, ge=0.0, le=60000.0)
     task: str = ""  # lerobot: the language prompt (SmolVLA)
     device: str = "cpu"  # lerobot: torch device of the policy
 
@@ -53,7 +59,71 @@ def resolve_checkpoint(cfg: PolicyConfig) -> PolicyConfig:
     return cfg
 
 
+def check_checkpoint(cfg: PolicyConfig, rate_hz: float) -> dict[str, Any]:
+    """Refuse a checkpoint this run would misuse, before any weights load; return its metadata
+    (`rtctl.policies.base.read_checkpoint_meta`: JSON only, no torch, for every checkpoint rtctl writes).
+
+    Rules, each a one-line `ConfigError` naming the checkpoint file and the fix:
+
+    * rate: the checkpoint's ``rate_hz`` must equal the run's tick rate. A chunk's rows are commands for
+      consecutive ticks at the rate it was trained at, so a 30 Hz policy run at 50 Hz moves 50/30 = 1.7×
+      faster than it learned to. With ``policy.allow_rate_mismatch: true`` the run proceeds (with a warning):
+      the chunk is replayed row by row at the run's rate, i.e. its motion is time-scaled by run/trained rate.
+    * no rate recorded (a checkpoint made before rtctl recorded it, or not by rtctl, e.g. a LeRobot folder from
+      the hub): refused, saying how to add the metadata file; with allow_rate_mismatch it runs, with a
+      warning. Checkpoints made from ``policy.train_config`` are upgraded by the artifact cache instead.
+    * horizon: ``policy.horizon`` must not exceed the checkpoint's chunk (the scheduler would plan rows the
+      chunk does not have); a shorter one runs the first ``policy.horizon`` rows of each chunk.
+    """
+    if cfg.type == "expert" or cfg.checkpoint is None:
+        return {}
+    ckpt = cfg.checkpoint
+    try:
+        meta = read_checkpoint_meta(ckpt)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"policy.checkpoint: {err}") from None
+    trained = meta.get("rate_hz")
+    if trained is None:
+        msg = (f"policy.checkpoint {ckpt} records no control rate (made before rtctl recorded it, or not by rtctl): "
+               f"retrain it, or write {meta_path(ckpt)} as {{\"rate_hz\": <Hz it was trained at>, \"horizon\": "
+               f"<actions per chunk>, \"action_units\": \"rad\"}}, or set policy.allow_rate_mismatch: true "
+               f"to run it unchecked at {rate_hz:g} Hz")
+        if not cfg.allow_rate_mismatch:
+            raise ConfigError(msg)
+        warnings.warn(f"{msg} (it is set: running unchecked)", RuntimeWarning, stacklevel=2)
+    elif not math.isclose(float(trained), rate_hz, rel_tol=1e-6):
+        factor = rate_hz / float(trained)
+        msg = (f"policy.checkpoint {ckpt} was trained at {float(trained):g} Hz but the run ticks at {rate_hz:g} Hz "
+               f"(its chunks would play {factor:.2f}× {'faster' if factor > 1 else 'slower'}): retrain it at "
+               f"{rate_hz:g} Hz or set policy.allow_rate_mismatch: true")
+        if not cfg.allow_rate_mismatch:
+            raise ConfigError(msg)
+        warnings.warn(f"{msg} (it is set: the chunk is replayed at {rate_hz:g} Hz)", RuntimeWarning, stacklevel=2)
+    horizon = meta.get("horizon")
+    if horizon is not None and cfg.horizon > int(horizon):
+        raise ConfigError(f"policy.horizon: {cfg.horizon} is longer than the {int(horizon)}-action chunk "
+                          f"policy.checkpoint {ckpt} was trained for: set policy.horizon <= {int(horizon)} or "
+                          f"retrain it with horizon {cfg.horizon}")
+    return meta
+
+
+def _check_loaded(cfg: PolicyConfig, meta: dict[str, Any], policy: Any) -> Any:
+    """The model must agree with its metadata (a sidecar written by hand, or left over, may not)."""
+    h = meta.get("horizon")
+    if h is not None and int(h) != int(policy.chunk_size):
+        raise ConfigError(f"policy.checkpoint {cfg.checkpoint}: its metadata ({meta_path(cfg.checkpoint)}) says "
+                          f"horizon {h} but the model returns {policy.chunk_size}-action chunks: fix or delete that "
+                          "file")
+    if cfg.horizon > policy.chunk_size:
+        raise ConfigError(f"policy.horizon: {cfg.horizon} is longer than the policy's chunk ({policy.chunk_size}) "
+                          f"of policy.checkpoint {cfg.checkpoint}")
+    return policy
+
+
 def make_policy(cfg: PolicyConfig, rate_hz: float) -> Any:
+    """Build the policy a run config asks for at tick rate ``rate_hz``; a checkpoint is checked first
+    (`check_checkpoint`: its trained rate and horizon against the run's) and against its model after loading."""
+    meta = check_checkpoint(cfg, rate_hz)
     if cfg.type == "expert":
         return ExpertChunkPolicy(cfg.horizon, rate_hz, cfg.v_max)
     if cfg.type == "bc":
@@ -61,22 +131,18 @@ def make_policy(cfg: PolicyConfig, rate_hz: float) -> Any:
 
         if cfg.checkpoint is None:
             raise ValueError("policy.checkpoint: required for policy type 'bc' (or give policy.train_config)")
-        return BCPolicy.load(cfg.checkpoint)
+        return _check_loaded(cfg, meta, BCPolicy.load(cfg.checkpoint))
     if cfg.type == "mlp":
         from rtctl.policies.mlp import MLPPolicy
 
         if cfg.checkpoint is None:
             raise ValueError("policy.checkpoint: required for policy type 'mlp' (a policy.pt from rtctl export)")
-        return MLPPolicy.load(cfg.checkpoint)
+        return _check_loaded(cfg, meta, MLPPolicy.load(cfg.checkpoint))
     if cfg.type == "lerobot":
         from rtctl.policies.lerobot_adapter import LeRobotPolicy
 
         if cfg.checkpoint is None:
             raise ValueError("policy.checkpoint: required for policy type 'lerobot' (a LeRobot checkpoint folder, "
                              "or give policy.train_config)")
-        policy = LeRobotPolicy.load(cfg.checkpoint, device=cfg.device, task=cfg.task)
-        if cfg.horizon > policy.chunk_size:
-            raise ValueError(f"policy.horizon: {cfg.horizon} is longer than the LeRobot policy's chunk "
-                             f"({policy.chunk_size})")
-        return policy
+        return _check_loaded(cfg, meta, LeRobotPolicy.load(cfg.checkpoint, device=cfg.device, task=cfg.task))
     raise ValueError(f"policy.type: unknown policy type {cfg.type!r}")

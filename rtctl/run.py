@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -15,13 +15,22 @@ from rtctl.chunking.delay import DelayEstimator
 from rtctl.chunking.inference import InlineClient
 from rtctl.chunking.merge import make_merge
 from rtctl.chunking.scheduler import ChunkScheduler
-from rtctl.config import StrictModel, dump_config, load_config
+from rtctl.config import ConfigError, StrictModel, dump_config, load_config
 from rtctl.control import ControlLoop
 from rtctl.policy_actor import ActorConfig
 from rtctl.policy_factory import PolicyConfig
 from rtctl.report.runfolder import RunFolder, default_run_dir, peak_rss_mb
 from rtctl.shielding import ShieldSection, make_shield
-from rtctl.tick import TickConfig, TickStats, choose_cpu, run_loop
+from rtctl.tick import TickConfig, TickStats, run_loop
+
+
+class PushConfig(StrictModel):
+    """A disturbance drill: the joint is pushed ``offset_rad`` from where it is and held ``duration_s``."""
+
+    joint: str = "shoulder_pan"
+    offset_rad: float = Field(0.61, ge=-3.2, le=3.2)  # 35°
+    start_s: float = Field(3.0, ge=0.0, le=86400.0)  # since the driver connected
+    duration_s: float = Field(1.5, gt=0.0, le=3600.0)
 
 
 class DriverConfig(StrictModel):
@@ -31,6 +40,21 @@ class DriverConfig(StrictModel):
     episode_s: Optional[float] = Field(None, gt=0.0, le=3600.0)
     fail_read_at_tick: Optional[int] = Field(None, ge=0)  # fault injection, for tests and drills
     fail_write_at_tick: Optional[int] = Field(None, ge=0)
+    push: list[PushConfig] = Field(default_factory=list)
+
+
+class DisturbanceConfig(StrictModel):
+    """The scheduler's disturbance rule (rtctl.chunking.scheduler): measured joints further than the bound
+    from the last sent command → condition on the measured state at once."""
+
+    enabled: bool = True
+    # Per joint, rad. None: ``factor`` × the SO-101 servo tracking error measured at shield.max_joint_speed
+    # (rtctl.safety.SO101_TRACKING), or at its fastest measured limit (2.5 rad/s) with the shield off, since
+    # then nothing caps the commanded speed (measured: 2 × the 1 rad/s table fired 4.5 times a minute on an
+    # unshielded whack run, 0 with the 2.5 rad/s table). A real or other arm: measure and give it here.
+    bound_rad: Optional[list[Annotated[float, Field(gt=0.0, le=3.2)]]] = None
+    factor: float = Field(2.0, ge=1.0, le=20.0)
+    recover_s: float = Field(0.33, ge=0.0, le=60.0)  # back within half the bound this long: rule ends
 
 
 class SchedulerConfig(StrictModel):
@@ -44,6 +68,8 @@ class SchedulerConfig(StrictModel):
     delay_percentile: float = Field(95.0, ge=50.0, le=100.0)
     delay_warmup: int = Field(2, ge=0, le=100)
     max_in_flight: int = Field(2, ge=1, le=16)  # replan_rollforward
+    delay_window_s: float = Field(2.0, gt=0.0, le=600.0)  # Δ̂ forgets delays older than this
+    disturbance: DisturbanceConfig = DisturbanceConfig()
 
 
 class RunConfig(StrictModel):
@@ -60,29 +86,59 @@ class RunConfig(StrictModel):
 
 
 def make_driver(cfg: RunConfig) -> Any:
-    from rtctl.drivers.sim_arm import SimArmDriver
+    from rtctl.drivers.sim_arm import Push, SimArmDriver
+    from rtctl.sim.arm_env import JOINT_NAMES
 
     d = cfg.driver
+    for p in d.push:
+        if p.joint not in JOINT_NAMES:
+            raise ConfigError(f"config error: key 'driver.push.joint' = {p.joint!r} is not a joint "
+                              f"(known: {', '.join(JOINT_NAMES)})")
+    pushes = [Push(JOINT_NAMES.index(p.joint), p.offset_rad, p.start_s, p.duration_s) for p in d.push]
     return SimArmDriver(task=d.task, rate_hz=cfg.tick.rate_hz, seed=cfg.seed, image=d.image,
                         episode_s=d.episode_s, fail_read_at_tick=d.fail_read_at_tick,
-                        fail_write_at_tick=d.fail_write_at_tick)
+                        fail_write_at_tick=d.fail_write_at_tick, pushes=pushes)
 
 
-def scheduler_factory(cfg: SchedulerConfig, horizon: int, low: np.ndarray, high: np.ndarray):
+def disturbance_bound(cfg: DisturbanceConfig, max_joint_speed: Optional[float], n_joints: int) -> Optional[np.ndarray]:
+    """Per-joint bound of the disturbance rule (None: rule off); see `DisturbanceConfig`."""
+    if not cfg.enabled:
+        return None
+    if cfg.bound_rad is not None:
+        if len(cfg.bound_rad) != n_joints:
+            raise ConfigError(f"config error: key 'scheduler.disturbance.bound_rad' needs {n_joints} values "
+                              f"(one per joint), got {len(cfg.bound_rad)}")
+        return np.asarray(cfg.bound_rad, float)
+    from rtctl.safety.arm_config import SO101_TRACKING, so101_tracking
+
+    try:
+        speed = max(SO101_TRACKING) if max_joint_speed is None else max_joint_speed
+        worst = np.asarray(so101_tracking(speed)[0], float)
+    except ValueError as err:
+        raise ConfigError(f"config error: key 'scheduler.disturbance': {err}; or give bound_rad") from None
+    if len(worst) != n_joints:
+        raise ConfigError(f"config error: key 'scheduler.disturbance.bound_rad' is needed for a {n_joints}-joint "
+                          f"robot (the default is the SO-101's measured tracking error)")
+    return cfg.factor * worst
+
+
+def scheduler_factory(cfg: SchedulerConfig, horizon: int, low: np.ndarray, high: np.ndarray,
+                      rate_hz: float = 30.0, bound: Optional[np.ndarray] = None):
     merge = make_merge(cfg.merge, blend_ticks=cfg.blend_ticks)
     # One estimator for the whole run: the delay belongs to the inference path, not to an episode.
-    delay = DelayEstimator(cfg.delay_window, cfg.delay_percentile, cfg.delay_warmup, cfg.delay_ticks)
+    delay = DelayEstimator(cfg.delay_window, cfg.delay_percentile, cfg.delay_warmup, cfg.delay_ticks,
+                           window_s=cfg.delay_window_s, rate_hz=rate_hz)
 
     def make() -> ChunkScheduler:
         return ChunkScheduler(cfg.mode, horizon, cfg.exec_steps, low, high, q=cfg.q, merge=merge,
-                              delay=delay, max_in_flight=cfg.max_in_flight)
+                              delay=delay, max_in_flight=cfg.max_in_flight, disturbance_bound=bound,
+                              recover_ticks=max(1, math.ceil(cfg.disturbance.recover_s * rate_hz)))
+    make.delay = delay  # type: ignore[attr-defined]  (the run seeds Δ̂ from the warm-up)
     return make
 
 
 def summarize(loop: ControlLoop, stats: Any, wall_s: float, extra: dict) -> dict:
     eps = loop.episodes
-    jumps, steps = np.asarray(loop.seam_jumps), np.asarray(loop.inside_steps)
-    med_step = float(np.median(steps)) if steps.size else float("nan")
     whack = getattr(loop.driver, "task", "") == "whack"
     reactions = [r for e in eps for r in e.reactions_s] if whack else []
     lat = getattr(loop.client, "latencies_s", [])
@@ -92,17 +148,31 @@ def summarize(loop: ControlLoop, stats: Any, wall_s: float, extra: dict) -> dict
         "episodes": len(eps),
         "success_rate": float(np.mean([e.success for e in eps])) if eps else float("nan"),
         "task_time_s": float(np.nanmean([e.task_time_s for e in eps])) if eps else float("nan"),
-        "seam_jump_p95": float(np.percentile(jumps, 95) / med_step) if jumps.size and med_step > 0 else None,
+        **loop.smoothness(),
+        "hits_per_min": loop.hits_per_min(),
+        "disturbances": disturbance_summary(loop),
         "reaction_latency_s_p50": float(np.median(reactions)) if reactions else None,
         "reaction_latency_s_p95": float(np.percentile(reactions, 95)) if reactions else None,
         "inference_latency_ms_p50": float(np.median(lat) * 1e3) if lat else None,
         "inference_latency_ms_p95": float(np.percentile(lat, 95) * 1e3) if lat else None,
+        **(loop.client.latency_summary() if hasattr(loop.client, "latency_summary") else {}),
+        **({"bus": loop.driver.bus_stats()} if hasattr(loop.driver, "bus_stats") else {}),
         "delay_steps_measured": loop.sched.delay.value,
         "counts": loop.counts(),
         "peak_rss_mb": peak_rss_mb(),
         **extra,
     }
     return out
+
+
+def disturbance_summary(loop: ControlLoop) -> dict:
+    """Disturbance rule: how often it fired, and per disturbance the ticks from its detection to the first
+    command of a chunk conditioned on the measured state (pushes are timed by the benchmark from the log)."""
+    log = loop.disturbance_log
+    minutes = loop.total_ticks / loop.rate_hz / 60.0
+    react = [d["first_reaction_tick"] - d["tick"] for d in log if d["first_reaction_tick"] is not None]
+    return {"events": len(log), "per_min": len(log) / minutes if minutes > 0 else None,
+            "detect_to_reaction_ticks": react}
 
 
 def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: Optional[float] = None,
@@ -115,6 +185,9 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
     from rtctl.policy_factory import resolve_checkpoint
 
     cfg.policy = resolve_checkpoint(cfg.policy)
+    from rtctl.actor_latency import resolve_extra_latency
+
+    resolve_extra_latency(cfg.policy, cfg.actor)  # both forms set: one line, before any folder
     out_dir = Path(out) if out else default_run_dir("run")
     driver = make_driver(cfg)
     shield = make_shield(cfg.shield, cfg.driver.type, cfg.tick.rate_hz)
@@ -130,7 +203,14 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
     keys to summary.json after the driver stopped."""
     rate = cfg.tick.rate_hz
     task = getattr(cfg.driver, "task", None)
+    from rtctl.policy_factory import check_checkpoint
+
+    check_checkpoint(cfg.policy, rate)  # here, not in the actor: one line before anything starts
+    bound = disturbance_bound(cfg.scheduler.disturbance, cfg.shield.max_joint_speed if cfg.shield.enabled else None,
+                              driver.spec.action_dim)
     folder = RunFolder(out_dir, dump_config(cfg))
+    if hasattr(driver, "on_event"):
+        driver.on_event = folder.event  # driver events (pushes, bus faults, watchdog) go to events.jsonl
     if on_folder is not None:
         on_folder(folder)
     client = None
@@ -147,35 +227,39 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
     loop = None
     try:
         if cfg.actor.enabled:
-            from rtctl.policy_actor import RayActorClient
-            import ray
+            from rtctl.ray_start import actor_start_for
 
-            if not ray.is_initialized():
-                # "local" always starts this run's own cluster (never joins one left by someone else)
-                ray.init(address=cfg.actor.address or "local", include_dashboard=False, log_to_driver=False,
-                         **({} if cfg.actor.address else {"num_cpus": 2}))
-            client = RayActorClient(cfg.policy, rate, cfg.actor, cfg.scheduler.max_in_flight,
-                                    avoid_cpu=choose_cpu(cfg.tick.pin_cpu), on_event=folder.event)
-            folder.event("policy_actor_started", **client.info)
+            # An ActorStart until joined: Ray and the actor start in the background while the driver connects
+            # (or since rtctl.ray_start.prestart); its close() ends a start the run never used.
+            client = actor_start_for(cfg)
+            client.clock.mark("driver_connect")
         else:
             from rtctl.policy_factory import make_policy
 
             client = InlineClient(make_policy(cfg.policy, rate), delay_ticks=0)
         driver.connect()
         if cfg.actor.enabled:
-            client.warm_up(driver.read())
-        loop = ControlLoop(driver, scheduler_factory(cfg.scheduler, cfg.policy.horizon, driver.spec.action_low,
-                                                      driver.spec.action_high), client, rate, cfg.episodes,
-                           shield=shield, on_event=folder.event if task == "whack" else None)
+            client = client.result(on_event=folder.event)  # the RayActorClient
+            warm = client.warm_up(driver.read())
+            client.startup.mark("warm")
+            folder.event("policy_actor_started", **client.info, startup_s=client.startup_s(), warm_up_s=warm)
+        make_scheduler = scheduler_factory(cfg.scheduler, cfg.policy.horizon, driver.spec.action_low,
+                                           driver.spec.action_high, rate, bound)
+        if cfg.actor.enabled:  # Δ̂ starts from the measured round trip, not from 1 tick
+            make_scheduler.delay.set_initial(math.ceil(warm[-1] * rate))
+        loop = ControlLoop(driver, make_scheduler, client, rate, cfg.episodes, shield=shield, on_event=folder.event)
         n_ticks = int(math.ceil(cfg.duration_s * rate))
         stats = TickStats(rate)
         bar = _progress(n_ticks, progress)
         t0_ns = time.monotonic_ns()
+        folder.event("loop_started", t0_ns=t0_ns)  # anchors the rows' *_ms times on the host's monotonic clock
 
         def work(timing) -> bool:
-            return (not stop.is_set()) and loop.tick(timing.index)
+            return (not stop.is_set()) and loop.tick(timing.index, timing.start_ns)
 
         def done(timing, end_ns, missed) -> None:
+            if timing.index == 0 and getattr(client, "startup", None) is not None:
+                client.startup.mark("first_command", end_ns)
             row = loop.last_row
             if row is not None:
                 row.update(t_sched_ms=(timing.scheduled_ns - t0_ns) / 1e6, t_start_ms=(timing.start_ns - t0_ns) / 1e6,
@@ -186,7 +270,9 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
                 bar.n = timing.index
                 bar.refresh()
 
-        stats = run_loop(cfg.tick, work, max_ticks=n_ticks, on_tick_done=done, stats=stats)
+        io_threads = driver.io_thread_ids() if hasattr(driver, "io_thread_ids") else []
+        stats = run_loop(cfg.tick, work, max_ticks=n_ticks, on_tick_done=done, stats=stats,
+                         share_cpu_threads=io_threads)
         if bar is not None:
             bar.close()
     except BaseException as err:  # driver fault, Ctrl-C during set-up, anything: stop safely and say so
@@ -205,6 +291,7 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
             summary = summarize(loop, stats or TickStats(rate), time.monotonic() - t_start,
                                 {"stopped_by": stopped_by.get("reason", "completed"),
                                  "restarts": getattr(client, "restarts", 0),
+                                 "startup_s": client.startup_s() if hasattr(client, "startup_s") else None,
                                  "mode": cfg.scheduler.mode, "task": task,
                                  "shield": shield.counts() if shield is not None else None,
                                  **(extra_summary() if extra_summary is not None else {})})

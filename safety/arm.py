@@ -23,6 +23,14 @@ box floor), a few self-collision sphere pairs. Joint position limits and the rat
 (a joint already outside its limit may only move back). Rows that no input in the box can violate are
 dropped before the Jacobians are formed (bound from each sphere's largest lever per joint).
 Fallback (relaxed QP infeasible, non-finite input, stale state): hold the last applied command.
+
+Yield (a disturbance: a push or a block puts some joints further from ū than the configured worst-case
+tracking error; the inflated margin then makes the QP infeasible): instead of holding ū against the hand,
+the command may move toward the measured position along the straight joint-space segment from ū to q, at
+most the rate limit per tick, as far as the nominal command's projection on that segment asks (reason
+``disturbance_yield``). Why this is no riskier than holding: the servos pull the arm from q toward the
+command along that same segment (first-order tracking, per joint), so a target on the segment sweeps a
+subset of the configurations the hold would sweep. Joints within their tracking error keep ū.
 """
 from __future__ import annotations
 
@@ -159,6 +167,7 @@ class ArmShield:
             if not np.isfinite(obs).all():
                 return self._fallback(ubar, "nonfinite_context", t0)
         e = self._tracking_bound(q, ubar)
+        q_meas = q  # (q is reused below for the rows' second points)
         lb, ub = self._box(ubar, e)
         delta = np.maximum(ub - ubar, ubar - lb)
         T, P, h, nrm, p, q, other, kind, lev = self._barriers(ubar, obs, ctx)
@@ -181,9 +190,26 @@ class ArmShield:
         u, st, slack, act = self.qp.solve(u_nom, G, rhs, lb, ub, c.slack_max, check_nominal=False,
                                           relax=h_min >= 0.0)
         if st == QP_INFEASIBLE:
+            u_yield = self._yield(q_meas, ubar, u_nom) if h_min >= 0.0 else None
+            if u_yield is not None:
+                return self._fallback(u_yield, "disturbance_yield", t0, h_min, rhs.size)
             return self._fallback(ubar, "infeasible" if h_min >= 0.0 else "outside_safe_set", t0, h_min, rhs.size)
         labels = tuple(self._label(kind[keep[i]], p[keep[i]], other[keep[i]]) for i in act)
         return self._done(u, OK if st == QP_OK else RELAXED, True, h_min, labels, slack, rhs.size, t0)
+
+    def _yield(self, q, ubar, u_nom):
+        """The yield target (module docstring), or None when no joint is disturbed / nothing to yield."""
+        d = q - ubar
+        moved = np.abs(d) > self.e_track
+        if not moved.any():
+            return None
+        seg = np.where(moved, d, 0.0)
+        n2 = float(seg @ seg)
+        along = float((np.where(moved, u_nom - ubar, 0.0)) @ seg) / n2  # projection of the nominal step
+        step = np.abs(seg)
+        cap = float(np.min(self.speed[moved] * self.config.dt / step[moved]))  # rate limit on every moved joint
+        alpha = min(max(along, 0.0), 1.0, cap)
+        return None if alpha <= 0.0 else ubar + alpha * seg
 
     def _tracking_bound(self, q, ubar):
         """Per-joint bound on |q(t) − segment| this tick: the configured worst case at these speed limits, or

@@ -185,6 +185,7 @@ class SO101Env(gym.Env):
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._noise_rng = np.random.default_rng(0)
         self._fifo: deque[np.ndarray] = deque()
+        self._held: dict[tuple[int, int], float] = {}  # (qpos adr, dof adr) -> where an external hand holds it
         self._tick = 0
         self._events: list[dict[str, Any]] = []
         self._active: dict[str, Any] | None = None
@@ -221,6 +222,7 @@ class SO101Env(gym.Env):
         self._noise_rng = np.random.default_rng(int(rng.integers(2**63)))
 
         mujoco.mj_resetData(self.model, self.data)
+        self._held.clear()
         self._apply_params()
         q0 = READY_POSE.copy()
         q0[:5] += rng.uniform(-INIT_NOISE, INIT_NOISE, size=5)
@@ -262,6 +264,8 @@ class SO101Env(gym.Env):
         goal = self._active["pos"] if self._active is not None else None
         for _ in range(self.n_substeps):
             mujoco.mj_step(m, d)
+            for (qa, da), pos in self._held.items():  # a push: the hand wins against the servo
+                d.qpos[qa], d.qvel[da] = pos, 0.0
             # site_xpos here is the state at the start of this substep; the end state is checked below.
             if goal is not None and not self._touched:
                 dx = d.site_xpos[site] - goal
@@ -276,6 +280,21 @@ class SO101Env(gym.Env):
         terminated = self._terminated()
         truncated = (not terminated) and self._tick >= self.episode_ticks
         return self._obs(), reward, terminated, truncated, self._info()
+
+    def hold_joint(self, joint: int, position: float | None) -> None:
+        """Disturbance injection: hold joint ``joint`` (index in JOINT_NAMES) at ``position`` rad whatever the
+        servo commands, as a hand pushing the arm would; None releases it (the servo tracks its goal again)."""
+        j = self.model.joint(JOINT_NAMES[joint])
+        adr = (int(j.qposadr[0]), int(j.dofadr[0]))
+        if position is None:
+            self._held.pop(adr, None)
+        else:
+            self._held[adr] = float(position)
+            self.data.qpos[adr[0]], self.data.qvel[adr[1]] = float(position), 0.0
+            mujoco.mj_forward(self.model, self.data)
+
+    def joint_position(self, joint: int) -> float:
+        return float(self.data.qpos[int(self.model.joint(JOINT_NAMES[joint]).qposadr[0])])
 
     def _update_task(self) -> float:
         t = self.data.time

@@ -68,6 +68,11 @@ offset: {max_delay: 3}
     chunk = pol.predict_chunk({"state": np.zeros(6), "target": np.array([0.2, 0.0, 0.1, 1.0]), "tick": 7})
     assert chunk.actions.shape == (10, 6) and chunk.start_tick == 7 and np.isfinite(chunk.actions).all()
     assert (out / "plots" / "loss.png").exists() and (out / "summary.json").exists()
+    from rtctl.policies.base import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(out / "policy.pt")  # the sidecar: the rate the demos ran at (default 30 Hz)
+    assert meta["rate_hz"] == 30.0 and meta["horizon"] == 10 and meta["action_units"] == "rad"
+    assert pol.meta["max_delay"] == 3 and pol.meta["rate_hz"] == 30.0
 
 
 def test_rows_after_the_scene_changes_hold_the_last_row_before_it():

@@ -195,3 +195,72 @@ def test_emulator_process_takes_commands_and_exits_when_stdin_closes():
         emu.stop()  # closes its stdin
     assert emu.proc.returncode == 0
     assert emu.counts["packets"] == 4  # ping 1, its model read, ping 2, ping 1
+
+
+def test_push_fault_spec_parsing_and_one_line_errors():
+    assert Fault.parse("push:1:35:1.5@10") == Fault(10.0, "push", 1, 35.0, 1.5)
+    assert Fault.parse("push:2:-20:0.5@0") == Fault(0.0, "push", 2, -20.0, 0.5)
+    for bad in ("push:1@10", "push:1:35@10", "push:1:35:0@10", "push:1:400:1@10", "push:x:35:1@10",
+                "push@10", "silent:1:35:1@10", "push:1:35:1.5"):
+        with pytest.raises(ValueError) as err:
+            Fault.parse(bad)
+        assert "\n" not in str(err.value) and repr(bad) in str(err.value)
+
+
+def test_push_holds_the_joint_off_its_goal_then_releases_it():
+    now = [0.0]
+    s = Servo(1, actual=2000.0, tau_s=0.05, v_max=1e9, clock=lambda: now[0])
+    s.write(40, bytes([1]))  # torque on: holds 2000
+    s.push(35 * 4096 / 360, duration_s=1.5)
+    pushed = 2000 + 35 * 4096 / 360
+    for t in (0.1, 0.7, 1.4):
+        now[0] = t
+        s.write(42, (2000).to_bytes(2, "little"))  # the host keeps commanding the old goal
+        assert s.get("Present_Position") == round(pushed), t  # the hand wins
+    now[0] = 1.5 + 0.5  # released at 1.5 s: 10 time constants of tracking since
+    s.update()
+    assert s.pushed_until is None and abs(s.actual - 2000) < 1.0
+
+
+def test_push_through_the_stdin_channel_and_as_a_scheduled_fault():
+    emu = EmulatorProcess(str(ROOT / "configs/calibration/so101_emulated.json"), faults=["push:2:-20:60@0"])
+    try:
+        start = emu.command("dump")
+        mid = (CAL["shoulder_lift"]["range_min"] + CAL["shoulder_lift"]["range_max"]) // 2  # its start pose
+        assert abs(start["2"]["Present_Position"] - (mid - 20 * 4096 / 360)) <= 1  # the scheduled push
+        assert emu.command("push:1:35:60") == {"ok": "push:1:35:60"}  # held for the rest of the test
+        after = emu.command("dump")
+        assert abs(after["1"]["Present_Position"] - start["1"]["Present_Position"] - round(35 * 4096 / 360)) <= 1
+        assert after["2"]["Present_Position"] == start["2"]["Present_Position"]  # still held
+        assert after["3"]["Present_Position"] == start["3"]["Present_Position"]
+        assert "error" in emu.command("push:1:35")
+    finally:
+        emu.stop()
+
+
+def test_goal_log_records_sync_and_single_writes_and_is_flushed_while_serving(tmp_path):
+    log = tmp_path / "goals.jsonl"
+    emu = EmulatorProcess(str(ROOT / "configs/calibration/so101_emulated.json"), goal_log=str(log))
+    try:
+        port = scs.PortHandler(emu.path)
+        assert port.openPort()
+        ph = scs.PacketHandler(0)
+        writer = scs.GroupSyncWrite(port, ph, 42, 2)
+        for sid in (1, 2, 3):
+            writer.addParam(sid, [scs.SCS_LOBYTE(2000 + sid), scs.SCS_HIBYTE(2000 + sid)])
+        for _ in range(3):
+            assert writer.txPacket() == scs.COMM_SUCCESS
+        assert ph.write2ByteTxRx(port, 4, 42, 2100) == (scs.COMM_SUCCESS, 0)
+        assert ph.write1ByteTxRx(port, 4, 40, 1) == (scs.COMM_SUCCESS, 0)  # not a goal: not logged
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(log.read_text().splitlines()) < 4:
+            time.sleep(0.05)  # the emulator is still running: the lines are there because it flushed
+        lines = [json.loads(x) for x in log.read_text().splitlines()]
+        assert [x["ids"] for x in lines] == [[1, 2, 3]] * 3 + [[4]]
+        assert lines[0]["goal"] == [2001, 2002, 2003] and lines[3]["goal"] == [2100]
+        assert all(a["t_ns"] <= b["t_ns"] for a, b in zip(lines, lines[1:]))
+        assert 0 < time.monotonic_ns() - lines[-1]["t_ns"] < 60e9  # the host's monotonic clock
+        port.closePort()
+    finally:
+        emu.stop()
+    assert emu.counts["goals"] == 4

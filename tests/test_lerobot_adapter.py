@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rtctl.policies.base import ActionChunk, Policy
+from rtctl.policies.base import ActionChunk, Policy, checkpoint_meta, read_checkpoint_meta, write_checkpoint_meta
 from rtctl.policies.lerobot_adapter import JointUnits, LeRobotPolicy
 from rtctl.train import lerobot_models as lm
 
@@ -79,6 +79,7 @@ def test_diffusion_ddim_adapter_matches_lerobot(tmp_path):
     ref = lerobot_reference(folder, raw_obs(obs, 32, env=False), diffusion=True, seed=3)
     assert chunk.shape == (4, 6)
     np.testing.assert_allclose(chunk, ref, rtol=1e-4, atol=1e-4)
+    assert read_checkpoint_meta(folder)["horizon"] == 4 == pol.chunk_size  # n_action_steps, from config.json
 
 
 def test_smolvla_tiny_adapter_matches_lerobot(tmp_path):
@@ -111,3 +112,15 @@ def test_units_and_bad_observations(tmp_path):
         plain.predict_chunk({"state": np.zeros(5), "target": np.zeros(4)})
     with pytest.raises(FileNotFoundError):
         LeRobotPolicy.load(tmp_path / "nowhere")
+
+
+def test_rtctl_metadata_in_the_folder_leaves_lerobot_loading_unchanged(tmp_path):
+    cfg = lm.act_config(chunk_size=6, dim_model=16, n_heads=2, dim_feedforward=32, n_encoder_layers=1)
+    folder = saved(tmp_path, cfg, "act")
+    assert read_checkpoint_meta(folder) == {"horizon": 6, "action_dim": 6}  # config.json only: no rate
+    write_checkpoint_meta(folder, checkpoint_meta("lerobot_act", 30.0, 6, "rad", 6))
+    obs = observation()
+    chunk = LeRobotPolicy.load(folder).predict_chunk(obs).actions
+    np.testing.assert_allclose(chunk, lerobot_reference(folder, raw_obs(obs)), rtol=1e-5, atol=1e-5)
+    meta = read_checkpoint_meta(folder)
+    assert meta["rate_hz"] == 30.0 and meta["horizon"] == 6 and meta["action_units"] == "rad"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rtctl.drivers.base import DriverError
+from rtctl.drivers.bus_stats import KEYS
 from rtctl.drivers.camera import CameraReader, SyntheticCamera
 from rtctl.drivers.emulators.feetech import EmulatorProcess
 from rtctl.drivers.lerobot_robot import JointMap, LeRobotRobotDriver, robot_from_config
@@ -223,3 +224,31 @@ def test_a_broken_answer_while_connecting_is_retried_a_missing_servo_is_not(rig_
     gone.emu.command("silent:3")
     with pytest.raises(DriverError, match=r"(?s)connect failed after 3 tries: .*Missing motor IDs:\s+- 3 "):
         gone.driver.connect()
+
+
+def test_bus_stats_account_for_every_command_and_match_the_goals_the_emulator_received(rig_factory):
+    rig = rig_factory()
+    d = rig.driver
+    for k in range(20):  # a tick's rhythm, each command stamped with its "tick start"
+        stamp = time.monotonic_ns()
+        d.read()
+        d.write(POSE * (k % 2), stamp_ns=stamp)
+        time.sleep(1 / 30)
+    for k in range(5):  # a burst: a newer command may replace one the I/O thread has not sent yet
+        d.write(POSE * (0.1 * k))
+    d.disconnect()
+    stats = d.bus_stats()
+    assert set(stats) == set(KEYS)
+    assert stats["posted"] == 25 and stats["sent"] + stats["replaced"] == 25 and stats["sent"] >= 20
+    assert stats["age_ms_max"] >= stats["age_ms_p50"] >= 0 and stats["interval_ms_p50"] > 0
+    goal = rig.registers("Goal_Position")  # the last command went out although disconnect() followed it at once
+    expect = 2047 + POSE * 0.4 * 4096 / (2 * np.pi)
+    assert all(abs(goal[i + 1] - expect[i]) <= 2 for i in range(6)), (goal, expect)
+    rig.emu.stop()
+    lines = open(rig.emu.goal_log_path).read().splitlines()
+    assert len(lines) == stats["sent"] == rig.emu.counts["goals"]
+
+
+def test_send_delay_is_checked():
+    with pytest.raises(ValueError, match="send_delay"):
+        LeRobotRobotDriver(_robot("/dev/null"), 30.0, send_delay=0.05)

@@ -171,3 +171,20 @@ def test_bad_settings_are_rejected_naming_the_field():
         ArmShieldConfig.from_dict({"clearence": 0.1})
     with pytest.raises(ValueError, match="not in the arm model"):
         so101_shield(MODEL, collision_bodies=("forearm",))
+
+
+def test_a_pushed_joint_yields_along_the_hold_path_at_the_rate_limit():
+    """A push puts shoulder_pan 0.6 rad from the last command: the QP cannot certify any move (the margin
+    grows with the measured error), so the shield moves the command toward the measured position along the
+    segment ū → q the hold would sweep anyway, no faster than the rate limit, and never past q."""
+    sh = so101_shield(MODEL)
+    ubar = np.array([0.2, -0.9, 0.9, 0.7, 0.0, 0.3])
+    q = ubar + np.array([0.6, 0.0, 0.0, 0.0, 0.0, 0.0])
+    u, info = sh.filter(ArmState(q=q, u_prev=ubar), q.copy())  # the policy replanned from where the arm is
+    step = u - ubar
+    assert info.reason == "disturbance_yield" and info.intervened
+    assert step[0] > 0 and np.allclose(step[1:], 0.0)
+    assert step[0] <= sh.config.max_joint_speed * sh.config.dt + 1e-12
+    # a nominal pointing away from the pushed position: hold (yield only toward q)
+    u2, info2 = so101_shield(MODEL).filter(ArmState(q=q, u_prev=ubar), ubar - 0.1)
+    assert np.allclose(u2, ubar) and info2.reason == "infeasible"

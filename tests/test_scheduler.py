@@ -198,3 +198,108 @@ def test_rollforward_rebases_on_the_command_actually_applied():
     assert req.launch_tick == 6
     planned_7 = applied[5] - shift + 2 * STEP  # plan row for tick 7
     assert np.allclose(req.cond_state, planned_7 + shift)
+
+
+class GoToGoalPolicy:
+    """A target-conditioned policy with a speed limit: row k = state moved (k+1)·SPEED toward ``goal``
+    (clamped there). Before the goal appears the goal is the start, so the arm rests; the goal appearing
+    mid-run is the new information that must not lock the in-flight chains in phase."""
+
+    chunk_size, action_dim, speed = 50, 2, 0.04
+
+    def reset(self):
+        pass
+
+    def predict_chunk(self, obs):
+        s, g = np.asarray(obs["state"], float), np.asarray(obs["goal"], float)
+        d = g - s
+        n = np.linalg.norm(d)
+        k = np.arange(1, self.chunk_size + 1)[:, None]
+        rows = s + (d / n) * np.minimum(k * self.speed, n) if n > 1e-12 else np.repeat(s[None], self.chunk_size, 0)
+        return chunk_for(obs, rows)
+
+
+@pytest.mark.parametrize("delay", [2, 4, 8])
+@pytest.mark.parametrize("in_flight", [1, 2, 4])
+def test_replan_without_staircase_on_a_perfect_tracking_plant(delay, in_flight):
+    """Plant: state = last command. The goal appears at tick 10; the motion toward it must advance every
+    tick (no tick-periodic zero steps): p95 step / median step inside the motion ≤ 2."""
+    goal = np.array([3.0, -2.0])
+    client = InlineClient(GoToGoalPolicy(), delay_ticks=delay)
+    s = ChunkScheduler("replan_rollforward", 50, 25, LOW, HIGH, delay=DelayEstimator(override=delay),
+                       max_in_flight=in_flight)
+    state, cmds = np.zeros(2), []
+    for t in range(160):
+        obs = {"state": state.copy(), "goal": goal if t >= 10 else np.zeros(2)}
+        out = s.step(t, obs, client.poll(t), client.submit)
+        s.applied(out.command)
+        state = out.command.copy()
+        cmds.append(state)
+    steps = np.linalg.norm(np.diff(np.array(cmds), axis=0), axis=1)
+    moving = np.flatnonzero(steps > 1e-9)
+    inside = steps[moving[0]:moving[-1] + 1]  # from the first to the last tick that moved
+    assert np.allclose(cmds[-1], goal, atol=1e-6)
+    assert np.percentile(inside, 95) / np.median(inside) <= 2.0, np.round(inside[:24], 3)
+    assert np.mean(inside < 1e-9) < 0.05  # no stalls inside the motion
+
+
+def _pushed_run(mode, push=(40, 60), offset=0.5, bound=0.1, ticks=100):
+    """Perfect-tracking plant except that joint 0 is held at +offset from its command during ``push``."""
+    client = InlineClient(RampPolicy(), delay_ticks=2)
+    s = ChunkScheduler(mode, 10, 6, LOW, HIGH, delay=DelayEstimator(override=2), max_in_flight=2,
+                       disturbance_bound=np.full(2, bound))
+    state, outs, pushed_at = np.zeros(2), [], None
+    for t in range(ticks):
+        if t == push[0]:
+            pushed_at = state.copy() + np.array([offset, 0.0])
+        measured = pushed_at.copy() if push[0] <= t < push[1] else state.copy()
+        out = s.step(t, {"state": measured}, client.poll(t), client.submit)
+        s.applied(out.command)
+        outs.append(out)
+        state = out.command.copy()
+    return s, outs, pushed_at
+
+
+@pytest.mark.parametrize("mode", ["async_rollforward", "replan_rollforward"])
+def test_disturbance_conditions_on_the_measured_state_at_once(mode):
+    s, outs, pushed = _pushed_run(mode)
+    events = [(i, o.disturbance) for i, o in enumerate(outs) if o.disturbance]
+    assert events[0] == (40, "start") and events[-1][1] == "end" and events[-1][0] >= 60
+    launched = outs[40].launched
+    assert launched is not None and launched.meta.get("disturbance")
+    assert np.allclose(launched.cond_state, pushed) and launched.start_tick is None
+    # its row 0 runs on arrival (2 ticks later), continuing from the pushed state, not rebased
+    assert outs[42].chunk_id == launched.id and outs[42].chunk_row == 0
+    assert np.allclose(outs[42].command, pushed + STEP)
+    assert s.counts["disturbances"] == 1
+
+
+def test_no_disturbance_without_a_push():
+    s, outs, _ = _pushed_run("async_rollforward", push=(1000, 1000))
+    assert not any(o.disturbance for o in outs) and s.counts["disturbances"] == 0
+
+
+def test_delay_window_is_time_based_and_forgets_a_stall():
+    est = DelayEstimator(window=20, percentile=95, warmup=0, window_s=2.0, rate_hz=30.0)
+    est.record(24)  # one 0.8 s actor stall
+    for _ in range(2):
+        est.advance(25)  # async_rollforward launches once per chunk (25 ticks)
+        est.record(4)
+    assert est.value == 24  # 50 ticks (1.7 s) after the stall: still inside the 2 s window
+    est.advance(25)
+    est.record(4)
+    assert est.value == 4  # 75 ticks (2.5 s) after the stall: forgotten
+    est.advance(1000)
+    assert est.value == 4  # the newest sample is kept when no launch happened in the window
+
+
+def test_delay_warmup_starts_from_the_measured_warmup_not_one_tick():
+    est = DelayEstimator(warmup=2)
+    assert est.value == 1  # nothing known
+    est.set_initial(5)  # e.g. measured warm-up round trip
+    assert est.value == 5
+    est.record(9)  # lazy initialisation
+    assert est.value == 9  # start late rather than starve
+    est.record(7)
+    est.record(3)
+    assert est.value == 3

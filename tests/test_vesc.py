@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtctl.drivers.base import DriverError
+from rtctl.drivers.bus_stats import KEYS
 from rtctl.drivers.pose import ZmqPoseSource, decode_pose, encode_pose
 from rtctl.drivers.vesc import codec
 from rtctl.drivers.vesc.calibration import Calibration, fit_throttle
@@ -230,6 +231,32 @@ def test_port_closed_raises_driver_error(emulator):
         drv.disconnect()
     with pytest.raises(DriverError, match="cannot be opened"):
         VescDriver("/dev/does-not-exist").connect()
+
+
+def test_bus_stats_count_commands_and_match_the_emulator_command_log(emulator, tmp_path):
+    log = tmp_path / "commands.jsonl"
+    proc, info = emulator("--command-log", str(log))
+    drv = VescDriver(info["port"], pose=ZmqPoseSource(info["pose_endpoint"], "car0"))
+    try:
+        drv.connect()
+        for k in range(10):
+            drv.write(np.array([0.5, 0.1 * (k % 2)]), stamp_ns=time.monotonic_ns())
+            time.sleep(0.02)
+        wait_for(lambda: drv.bus_stats()["sent"] + drv.bus_stats()["replaced"] == 10, what="every command handled")
+    finally:
+        drv.disconnect()
+    stats = drv.bus_stats()
+    assert set(stats) == set(KEYS) and stats["posted"] == 10 and stats["sent"] >= 1
+    assert stats["age_ms_p99"] >= 0 and stats["interval_ms_p50"] > 0
+    def motor_lines():
+        return [x for x in map(json.loads, log.read_text().splitlines()) if x["cmd"] != "servo"]
+    # every motor frame the driver timed, + the brake of disconnect(); flushed while the emulator still runs
+    wait_for(lambda: len(motor_lines()) >= drv._bus.writes + 1, what="the command log to catch up")
+    proc.terminate()
+    proc.wait(timeout=10)
+    motor = motor_lines()
+    assert len(motor) == drv._bus.writes + 1
+    assert motor[-1]["cmd"] == "brake" and any(x["cmd"] == "current" for x in motor)
 
 
 def test_udp_pose_source_keeps_the_newest_valid_pose():

@@ -9,7 +9,14 @@ with a bad checksum is dropped, as a servo does.
 
 Faults, injected by method call (tests) or scheduled with ``--fault`` (drills): a servo stops answering
 (``silent:ID``), status packets with a broken checksum (``corrupt:ID`` every one, ``corrupt_once:ID`` the
-next one), and the port closing (``close``: the pty master closes, the driver's next read fails).
+next one), the port closing (``close``: the pty master closes, the driver's next read fails), and a hand
+pushing a joint (``push:ID:OFFSET_DEG:DURATION_S``: moved by the offset from where it is and held there, its
+Present_Position ignoring Goal_Position until the hand lets go; then it tracks its goal again).
+
+Bus-level truth: with ``--goal-log PATH`` every packet that writes Goal_Position (SYNC_WRITE or WRITE) is
+appended to PATH as one JSON line ``{"t_ns", "ids", "goal"}`` (time.monotonic_ns() when its bytes were read
+from the pty: the same clock as the driver's on this host; goals in raw ticks), flushed every 0.25 s
+(`rtctl.drivers.emulators.jsonl_log`).
 
 Run ``python -m rtctl.drivers.emulators.feetech [--calibration FILE] [--fault KIND[:ID]@SECONDS]…``: it prints
 ``PTY <slave path>`` on its first line and serves until SIGTERM/SIGINT; with ``--stdin-control`` it also
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import select
 import signal
@@ -30,12 +38,17 @@ import tty
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
-from rtctl.drivers.emulators.sts3215 import CONTROL_TABLE, RESOLUTION, Servo
+from rtctl.drivers.emulators.jsonl_log import JsonlLog
+from rtctl.drivers.emulators.process import EmulatorProcess  # noqa: F401 (re-exported: callers import it here)
+from rtctl.drivers.emulators.sts3215 import CONTROL_TABLE, RESOLUTION, SIGN_BITS, Servo, decode_sign_magnitude
 
 BROADCAST_ID = 0xFE
 INST_PING, INST_READ, INST_WRITE, INST_REG_WRITE, INST_ACTION = 1, 2, 3, 4, 5
 INST_SYNC_READ, INST_SYNC_WRITE = 0x82, 0x83
 SO101_IDS = (1, 2, 3, 4, 5, 6)
+GOAL_ADDR = CONTROL_TABLE["Goal_Position"][0]
+FAULT_KINDS = ("silent", "corrupt", "corrupt_once", "close", "push")
+FAULT_USAGE = "expected KIND[:ID]@SECONDS, e.g. silent:3@5, close@8 or push:1:35:1.5@10 (ID:OFFSET_DEG:DURATION_S)"
 
 
 def checksum(body: Iterable[int]) -> int:
@@ -52,22 +65,38 @@ def packet(servo_id: int, first: int, params: bytes = b"") -> bytes:
 @dataclass
 class Fault:
     at_s: float
-    kind: str  # silent | corrupt | corrupt_once | close
+    kind: str  # silent | corrupt | corrupt_once | close | push
     servo_id: Optional[int] = None
+    offset_deg: Optional[float] = None  # push only
+    duration_s: Optional[float] = None  # push only
 
     @classmethod
     def parse(cls, text: str) -> "Fault":
-        """``KIND[:ID]@SECONDS``, e.g. ``silent:3@5`` or ``close@8``."""
+        """``KIND[:ID]@SECONDS``, e.g. ``silent:3@5`` or ``close@8``; a push is
+        ``push:ID:OFFSET_DEG:DURATION_S@SECONDS``, e.g. ``push:1:35:1.5@10``. Errors are one line."""
         try:
             what, at = text.split("@")
-            kind, _, sid = what.partition(":")
-            fault = cls(float(at), kind, int(sid) if sid else None)
+            kind, *args = what.split(":")
+            at_s = float(at)
+            if kind == "push" and len(args) == 3:
+                fault = cls(at_s, kind, int(args[0]), float(args[1]), float(args[2]))
+            elif len(args) <= 1:
+                fault = cls(at_s, kind, int(args[0]) if args and args[0] else None)
+            else:
+                raise ValueError
         except ValueError:
-            raise ValueError(f"fault {text!r}: expected KIND[:ID]@SECONDS, e.g. silent:3@5 or close@8") from None
-        if kind not in ("silent", "corrupt", "corrupt_once", "close"):
-            raise ValueError(f"fault {text!r}: kind must be silent, corrupt, corrupt_once or close")
+            raise ValueError(f"fault {text!r}: {FAULT_USAGE}") from None
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault {text!r}: kind must be {', '.join(FAULT_KINDS[:-1])} or {FAULT_KINDS[-1]}")
         if (kind == "close") != (fault.servo_id is None):
             raise ValueError(f"fault {text!r}: {kind} {'takes no' if kind == 'close' else 'needs a'} servo id")
+        if kind == "push" and fault.offset_deg is None:
+            raise ValueError(f"fault {text!r}: push needs ID:OFFSET_DEG:DURATION_S, e.g. push:1:35:1.5@10")
+        if kind == "push" and not (math.isfinite(fault.offset_deg) and math.isfinite(fault.duration_s)
+                                   and fault.duration_s > 0 and abs(fault.offset_deg) < 360):
+            raise ValueError(f"fault {text!r}: push offset must be within ±360° and its duration > 0 s")
+        if not (math.isfinite(at_s) and at_s >= 0):
+            raise ValueError(f"fault {text!r}: the time after @ must be ≥ 0 s")
         return fault
 
 
@@ -81,9 +110,13 @@ class FeetechBus:
         self.counts = {"packets": 0, "bad_checksum": 0, "responses": 0, "corrupted": 0}
         self._reg: dict[int, tuple[int, bytes]] = {}
         self._buf = bytearray()
+        self.goal_log: Optional[JsonlLog] = None
+        self._rx_ns = 0
 
-    def feed(self, data: bytes) -> bytes:
-        """Take bytes from the host, return the bytes the servos answer."""
+    def feed(self, data: bytes, rx_ns: Optional[int] = None) -> bytes:
+        """Take bytes from the host (read at ``rx_ns``, time.monotonic_ns(); default now), return the bytes
+        the servos answer."""
+        self._rx_ns = time.monotonic_ns() if rx_ns is None else rx_ns
         self._buf += data
         out = bytearray()
         while True:
@@ -114,11 +147,15 @@ class FeetechBus:
         if inst == INST_SYNC_WRITE and sid == BROADCAST_ID and len(params) >= 2:
             addr, length = params[0], params[1]
             body = params[2:]
-            for k in range(0, len(body) - length, length + 1):
-                if body[k] in self.servos and body[k] not in self.silent:
-                    self.servos[body[k]].write(addr, body[k + 1:k + 1 + length])
+            entries = [(body[k], body[k + 1:k + 1 + length]) for k in range(0, len(body) - length, length + 1)]
+            self._log_goals(addr, entries)
+            for sid_k, data in entries:
+                if sid_k in self.servos and sid_k not in self.silent:
+                    self.servos[sid_k].write(addr, data)
             return b""
         targets = list(self.servos) if sid == BROADCAST_ID else [sid] if sid in self.servos else []
+        if inst == INST_WRITE and len(params) >= 1:
+            self._log_goals(params[0], [(i, params[1:]) for i in targets])
         out = b""
         for i in targets:
             servo = self.servos[i]
@@ -136,6 +173,15 @@ class FeetechBus:
                 servo.write(*self._reg.pop(i))
         # broadcast instructions other than PING get no status packet
         return out if sid != BROADCAST_ID or inst == INST_PING else b""
+
+    def _log_goals(self, addr: int, entries: list[tuple[int, bytes]]) -> None:
+        """One goal-log line for a packet whose data covers Goal_Position (the bus-level record of commands)."""
+        k = GOAL_ADDR - addr
+        if self.goal_log is None or k < 0 or not entries or any(len(d) < k + 2 for _, d in entries):
+            return
+        goals = [decode_sign_magnitude(int.from_bytes(d[k:k + 2], "little"), SIGN_BITS["Goal_Position"])
+                 for _, d in entries]
+        self.goal_log.record(t_ns=self._rx_ns, ids=[sid for sid, _ in entries], goal=goals)
 
     def _status(self, sid: int, params: bytes = b"", err: int = 0) -> bytes:
         if sid in self.silent:
@@ -182,17 +228,29 @@ class PtyEmulator:
                 self.closed = True
                 os.close(self._master)
 
+    def push(self, servo_id: int, offset_deg: float, duration_s: float) -> None:
+        """A hand moves servo ``servo_id`` by ``offset_deg`` (+ = increasing Present_Position) and holds it."""
+        with self._lock:
+            if servo_id in self.bus.servos:
+                self.bus.servos[servo_id].push(offset_deg * RESOLUTION / 360.0, duration_s)
+
     def apply(self, fault: Fault) -> None:
+        if self.bus.goal_log is not None:  # the bus-side record of when each fault really began
+            self.bus.goal_log.fault(fault=fault.kind, servo_id=fault.servo_id, offset_deg=fault.offset_deg,
+                                    duration_s=fault.duration_s)
         if fault.kind == "silent":
             self.silence(fault.servo_id)
         elif fault.kind in ("corrupt", "corrupt_once"):
             self.corrupt(fault.servo_id, -1 if fault.kind == "corrupt" else 1)
+        elif fault.kind == "push":
+            self.push(fault.servo_id, fault.offset_deg, fault.duration_s)
         else:
             self.close_port()
 
     def control(self, line: str) -> dict:
         """One operator/test command: a fault now (``silent:3``, ``corrupt:4``, ``corrupt_once:4``,
-        ``close``) or ``dump`` (every servo's registers by name). Returns the JSON-able reply."""
+        ``close``, ``push:1:35:1.5``) or ``dump`` (every servo's registers by name). Returns the JSON-able
+        reply."""
         line = line.strip()
         if line == "dump":
             with self._lock:
@@ -224,10 +282,13 @@ class PtyEmulator:
                 except OSError:  # no slave open (host between connects): wait for the next one
                     time.sleep(0.01)
                     data = b""
+                rx_ns = time.monotonic_ns()  # receipt time of these bytes (goal log)
                 with self._lock:
-                    answer = self.bus.feed(data)
+                    answer = self.bus.feed(data, rx_ns)
                 if answer:
                     os.write(self._master, answer)
+            if self.bus.goal_log is not None:
+                self.bus.goal_log.flush_due()
             if control_fd is not None and control_fd in ready:
                 chunk = os.read(control_fd, 4096)
                 if not chunk:
@@ -273,57 +334,19 @@ def so101_bus(calibration: Optional[dict] = None, start_present: Optional[list[i
     return FeetechBus(servos)
 
 
-class EmulatorProcess:
-    """This module run as a child process (what `rtctl deploy` and the driver tests use): a separate process,
-    as a real bus is separate hardware, so the host's GIL and busy-waiting SDK cannot delay its answers.
-    `command()` sends one `PtyEmulator.control` line and returns its JSON reply."""
-
-    def __init__(self, calibration: Optional[str] = None, start_present: Optional[list[int]] = None,
-                 tau_s: float = 0.05, faults: Iterable[str] = ()) -> None:
-        import subprocess
-
-        cmd = [sys.executable, "-m", "rtctl.drivers.emulators.feetech", "--tau", str(tau_s), "--stdin-control"]
-        if calibration is not None:
-            cmd += ["--calibration", str(calibration)]
-        if start_present is not None:
-            cmd += ["--start-present", ",".join(map(str, start_present))]
-        for f in faults:
-            cmd += ["--fault", f]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("PTY "):
-            err = self.proc.communicate(timeout=5)[1]
-            raise RuntimeError(f"the Feetech emulator did not start: {line or err.strip()}")
-        self.path = line[4:]
-        self.counts: Optional[dict] = None
-
-    def command(self, line: str) -> dict:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def stop(self) -> None:
-        """Close its stdin (it exits on EOF) and keep its final packet counts."""
-        if self.proc.returncode is not None:
-            return
-        try:
-            out, _ = self.proc.communicate(timeout=5)
-            last = [ln for ln in out.splitlines() if ln.startswith('{"counts"')]
-            self.counts = json.loads(last[-1])["counts"] if last else None
-        except Exception:  # never leave it behind
-            self.proc.kill()
-            self.proc.wait()
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rtctl.drivers.emulators.feetech", description=__doc__.split("\n")[0])
     ap.add_argument("--calibration", help="lerobot calibration JSON preloaded into the servos' EEPROM")
     ap.add_argument("--start-present", help="comma-separated initial Present_Position ticks, ids 1..6")
     ap.add_argument("--tau", type=float, default=0.05, help="first-order joint time constant, s")
-    ap.add_argument("--fault", action="append", default=[], help="KIND[:ID]@SECONDS (silent, corrupt, corrupt_once, close)")
+    ap.add_argument("--fault", action="append", default=[],
+                    help="KIND[:ID]@SECONDS (silent, corrupt, corrupt_once, close) or "
+                         "push:ID:OFFSET_DEG:DURATION_S@SECONDS")
+    ap.add_argument("--goal-log", help="append every received Goal_Position packet to this file (JSON lines)")
     ap.add_argument("--stdin-control", action="store_true",
-                    help="read commands from stdin (silent:ID, corrupt:ID, corrupt_once:ID, close, dump; one JSON "
-                         "reply line each on stdout) and stop when stdin closes (the parent is gone)")
+                    help="read commands from stdin (silent:ID, corrupt:ID, corrupt_once:ID, close, "
+                         "push:ID:OFFSET_DEG:DURATION_S, dump; one JSON reply line each on stdout) and stop when "
+                         "stdin closes (the parent is gone)")
     args = ap.parse_args(argv)
     try:
         faults = [Fault.parse(f) for f in args.fault]
@@ -331,17 +354,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         start = [int(v) for v in args.start_present.split(",")] if args.start_present else None
         if start is not None and len(start) != len(SO101_IDS):
             raise ValueError(f"--start-present needs {len(SO101_IDS)} values, got {len(start)}")
+        bus = so101_bus(cal, start, args.tau)
+        bus.goal_log = JsonlLog(args.goal_log) if args.goal_log else None
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    emu = PtyEmulator(so101_bus(cal, start, args.tau), faults)
+    emu = PtyEmulator(bus, faults)
     signal.signal(signal.SIGTERM, lambda *_: emu._stop.set())
     print(f"PTY {emu.path}", flush=True)
     try:
         emu.serve(sys.stdin.fileno() if args.stdin_control else None, lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         pass
-    print(json.dumps({"counts": emu.bus.counts}), flush=True)
+    finally:
+        if bus.goal_log is not None:
+            bus.goal_log.close()
+    goals = {"goals": bus.goal_log.count} if bus.goal_log is not None else {}
+    print(json.dumps({"counts": {**emu.bus.counts, **goals}}), flush=True)
     return 0
 
 

@@ -6,7 +6,9 @@ torch: ~10 s). Position conventions follow the servo and lerobot's comments:
 ``Present_Position = (actual - Homing_Offset) mod 4096`` and a goal is reached at ``Goal_Position +
 Homing_Offset``, clamped to [Min_Position_Limit, Max_Position_Limit] when that range is non-empty.
 Torque off: the joint stays where it is and Goal_Position follows it, so enabling torque holds the pose
-instead of jumping to a stale goal (what a real servo does).
+instead of jumping to a stale goal (what a real servo does). A push (`Servo.push`, a hand moving and
+holding the joint) sets the joint off by an offset and keeps it there whatever the goal; on release the
+servo tracks its goal again from where the hand left it.
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ class Servo:
         self.tau_s, self.v_max = tau_s, v_max  # first-order time constant; speed limit in ticks/s
         self.actual = float(actual)
         self.velocity = 0.0
+        self.pushed_until: Optional[float] = None  # clock time a hand releases the joint; None: not pushed
         self._t = clock()
         self._publish()
         self.set("Goal_Position", self.get("Present_Position"))
@@ -120,8 +123,23 @@ class Servo:
         return 0
 
     # -- dynamics ---------------------------------------------------------------------------------------
+    def push(self, offset_ticks: float, duration_s: float) -> None:
+        """A hand moves the joint ``offset_ticks`` from where it is now and holds it there for ``duration_s``."""
+        self.update()
+        self.actual += offset_ticks
+        self.pushed_until = self._t + duration_s
+        self._publish()
+
     def update(self, now: Optional[float] = None) -> None:
         now = self.clock() if now is None else now
+        if self.pushed_until is not None:
+            if now < self.pushed_until:  # held by the hand: Present_Position stays put whatever the goal
+                self._t, self.velocity = now, 0.0
+                self._publish()
+                if self.get("Torque_Enable") == 0:
+                    self.set("Goal_Position", self.get("Present_Position"))
+                return
+            self._t, self.pushed_until = max(self._t, self.pushed_until), None  # released: track from then on
         dt = max(0.0, now - self._t)
         self._t = now
         x0 = self.actual

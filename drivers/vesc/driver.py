@@ -11,18 +11,24 @@ the firmware's own command timeout brakes the car if even that cannot be sent.
 
 The pose comes from a plug-in (`rtctl.drivers.pose`); without one the driver dead-reckons from the wheel
 speed and the commanded steering (good for a few metres only).
+
+Bus timing (`bus_stats()`, `rtctl.drivers.bus_stats`): every motor-command frame written is timestamped.
+The thread re-sends the newest command every cycle (the firmware brakes without one), so intervals are
+between motor-command frames (period = 1/`io_hz`); ``sent`` counts posted commands that reached the bus at
+least once, their age is tick start → their first frame, and ``replaced`` those overwritten before any.
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import serial
 
 from rtctl.drivers.base import DriverError, DriverSpec, LatestValue
+from rtctl.drivers.bus_stats import BusStats
 from rtctl.drivers.pose import PoseSource
 from rtctl.drivers.vesc import codec
 from rtctl.drivers.vesc.calibration import Calibration
@@ -44,7 +50,9 @@ class VescDriver:
                                action_low=np.array([accel_limits[0], -steer_max]),
                                action_high=np.array([accel_limits[1], steer_max]),
                                observation_shapes={"state": (4,)}, units="m, rad, m/s, m/s²", rate_hz=rate_hz)
-        self._cmd: LatestValue[np.ndarray] = LatestValue(np.zeros(2))
+        # (command, stamp_ns, post_ns); version 0 is the initial zero command, not a posted one
+        self._cmd: LatestValue[tuple[np.ndarray, int, int]] = LatestValue((np.zeros(2), 0, 0))
+        self._bus = BusStats(self.io_period)
         self._obs: LatestValue[dict] = LatestValue()
         self._fault: str | None = None
         self._stop = threading.Event()
@@ -90,13 +98,25 @@ class VescDriver:
             raise DriverError(f"VESC on {self.port}: no reply for {silent:.2f} s (I/O thread stuck)")
         return obs
 
-    def write(self, action: np.ndarray) -> np.ndarray:
+    def write(self, action: np.ndarray, stamp_ns: Optional[int] = None) -> np.ndarray:
+        """Post (accel, steer); ``stamp_ns`` is the start of the control tick it belongs to (None = now)."""
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (2,) or not np.all(np.isfinite(a)):
             raise ValueError(f"VescDriver.write: expected 2 finite values (accel, steer), got {a!r}")
         applied = self.spec.clip(a)
-        self._cmd.put(applied)
+        now = time.monotonic_ns()
+        self._cmd.put((applied, now if stamp_ns is None else int(stamp_ns), now))
+        self._bus.post()
         return applied
+
+    def bus_stats(self) -> dict:
+        """Command timing at the bus write (`rtctl.drivers.bus_stats.KEYS`; module docstring), ms."""
+        return self._bus.summary()
+
+    def io_thread_ids(self) -> list[int]:
+        """Native ids of the I/O thread (for CPU placement: it writes while the tick sleeps)."""
+        t = self._thread
+        return [t.native_id] if t is not None and t.is_alive() and t.native_id is not None else []
 
     def disconnect(self) -> None:
         self._stop.set()
@@ -114,13 +134,14 @@ class VescDriver:
             self.pose_source = None
 
     # -- I/O thread ---------------------------------------------------------------------------------------
-    def _send(self, payload: bytes) -> None:
+    def _send(self, payload: bytes) -> bool:
         try:
             self._ser.write(codec.frame(payload))
         except serial.SerialTimeoutException:
             self.stats["write_timeouts"] += 1  # a stuck port shows as missing replies
-            return
+            return False
         self.stats["sent"] += 1
+        return True
 
     def _brake(self) -> None:
         """Best effort: full brake current, steering centred."""
@@ -133,14 +154,21 @@ class VescDriver:
 
     def _io_loop(self) -> None:
         values: codec.VescValues | None = None
+        sent_version = 0
         next_t = time.monotonic()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
                 v = self.cal.speed(values.rpm) if values else 0.0
-                accel, steer = self._cmd.get()[0]
+                (command, stamp_ns, post_ns), version = self._cmd.get()
+                accel, steer = command
                 mode, amps = self.cal.current_for(float(accel), v)
-                self._send(codec.set_current(amps) if mode == "current" else codec.set_current_brake(amps))
+                if self._send(codec.set_current(amps) if mode == "current" else codec.set_current_brake(amps)):
+                    new = version != sent_version
+                    if new:
+                        self._bus.take(version)
+                        sent_version = version
+                    self._bus.wrote(time.monotonic_ns(), stamp_ns, post_ns, new=new)
                 self._send(codec.set_servo_pos(self.cal.servo_for(float(steer))))
                 self._send(codec.get_values())
                 data = self._ser.read(self._ser.in_waiting or 1)
@@ -161,7 +189,7 @@ class VescDriver:
                 if self.pose_source is not None and time.monotonic_ns() - self._pose_t > self.pose_timeout_s * 1e9:
                     self._fail(f"pose source silent for more than {self.pose_timeout_s} s")
                     return
-                next_t += self.io_period
+                next_t = max(next_t + self.io_period, time.monotonic())  # after a stall: no burst of catch-up frames
                 time.sleep(max(0.0, next_t - time.monotonic()))
         except (serial.SerialException, OSError) as err:
             self._fail(f"VESC port {self.port} closed or failed: {err}")

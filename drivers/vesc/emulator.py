@@ -11,6 +11,10 @@ motion-capture bridge (`rtctl.drivers.pose`), so a driver under test gets its po
 
 Faults for tests: `--mute-after S` stops replying after S seconds (the host sees a silent controller),
 `--corrupt-after S` sends replies with a broken CRC.
+
+Bus-level truth: `--command-log PATH` appends every motor and servo command received, one JSON line
+{"t_ns", "cmd", "value"} (cmd: current, brake, duty, rpm or servo; t_ns = time.monotonic_ns() when its bytes
+were read, the driver's clock on this host), flushed every 0.25 s (`rtctl.drivers.emulators.jsonl_log`).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import tty
 
 import zmq
 
+from rtctl.drivers.emulators.jsonl_log import JsonlLog
 from rtctl.drivers.pose import encode_pose
 from rtctl.drivers.vesc import codec
 from rtctl.drivers.vesc.calibration import Calibration
@@ -90,6 +95,7 @@ def serve(args: argparse.Namespace) -> None:
     plant = Plant(cal)
     plant.x, plant.y, plant.yaw = args.start
     decoder = codec.FrameDecoder()
+    log = JsonlLog(args.command_log) if args.command_log else None
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     t0 = last = last_cmd = last_pose = time.monotonic()
@@ -101,6 +107,7 @@ def serve(args: argparse.Namespace) -> None:
                 data = os.read(master, 4096)
             except OSError:  # no client has the port open
                 data = b""
+            rx_ns = time.monotonic_ns()
             for payload in decoder.feed(data):
                 try:
                     cmd, value = codec.parse_command(payload)
@@ -116,12 +123,16 @@ def serve(args: argparse.Namespace) -> None:
                     continue
                 if cmd == codec.COMM_SET_SERVO_POS:
                     plant.servo = value
+                    if log is not None:
+                        log.record(t_ns=rx_ns, cmd="servo", value=value)
                     continue
                 last_cmd = now
                 mode = {codec.COMM_SET_CURRENT: "current", codec.COMM_SET_CURRENT_BRAKE: "brake",
                         codec.COMM_SET_DUTY: "duty", codec.COMM_SET_RPM: "rpm"}.get(cmd)
                 if mode is not None:
                     plant.command(mode, value)
+                    if log is not None:
+                        log.record(t_ns=rx_ns, cmd=mode, value=value)
         if now - last_cmd > args.timeout:
             plant.command("brake", args.timeout_brake_current)  # the firmware's command timeout
         plant.step(now - last)
@@ -130,6 +141,10 @@ def serve(args: argparse.Namespace) -> None:
             pub.send(encode_pose(args.body, plant.x, plant.y, plant.yaw, time.monotonic_ns()), zmq.NOBLOCK)
             status.send(json.dumps({"v": plant.v, "mode": plant.mode, "value": plant.value}).encode(), zmq.NOBLOCK)
             last_pose = now
+        if log is not None:
+            log.flush_due()
+    if log is not None:
+        log.close()
     pub.close(linger=0)
     status.close(linger=0)
     ctx.term()
@@ -148,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="initial pose x,y,yaw in the track frame")
     p.add_argument("--mute-after", type=float, default=None)
     p.add_argument("--corrupt-after", type=float, default=None)
+    p.add_argument("--command-log", default=None, help="append every motor/servo command received (JSON lines)")
     serve(p.parse_args(argv))
 
 

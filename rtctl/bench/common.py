@@ -1,10 +1,12 @@
-"""Shared benchmark helpers: repeat statistics and running one repeat in a fresh process."""
+"""Shared benchmark helpers: repeat statistics, running one repeat in a fresh process, timing a benchmark."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,3 +29,23 @@ def run_child(module: str, args: dict[str, Any], timeout_s: float) -> dict[str, 
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_timed(name: str, module: Any, out_dir: Path, quick: bool, **opts: Any) -> tuple[list[dict], dict[str, Any]]:
+    """Run a benchmark module: its one-time ``setup(out_dir, quick, **opts)`` (training, caching; optional),
+    then ``run(out_dir, quick, **opts)``, timed apart. Set-up is not benchmark time: ``--quick``'s budget
+    (≤ 3 min here) is on ``bench_s``. Writes OUT/timing.json and returns (rows, timing)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    info = module.setup(out_dir, quick, **opts) if hasattr(module, "setup") else {}
+    t1 = time.monotonic()
+    if t1 - t0 > 1.0:
+        print(f"bench {name}: set-up done in {t1 - t0:.0f} s", flush=True)
+    rows = module.run(out_dir, quick, **opts)
+    t2 = time.monotonic()
+    timing = {"bench": name, "quick": quick, "setup_s": round(t1 - t0, 1), "bench_s": round(t2 - t1, 1),
+              "trained": list((info or {}).get("trained", [])),
+              "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()}}
+    (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    return rows, timing

@@ -41,6 +41,7 @@ FAMILIES = {"highway": ("highway-low", "highway-medium", "highway-high"), "oval"
 DELAYS = {"fixed_0.2s": FIXED_2, "tv_120ms": TIME_VARYING}
 EVAL_SEED = 10_000
 FULL_ITERATIONS = 20
+TRAIN_MIN = {True: 0.1, False: 2.0}  # ~minutes to train one policy here (--quick / full), for set-up's notice
 
 
 def _policies(out: pathlib.Path, quick: bool) -> dict[tuple[str, str], dict]:
@@ -65,19 +66,33 @@ def _policies(out: pathlib.Path, quick: bool) -> dict[tuple[str, str], dict]:
     return found
 
 
+def setup(out_dir: pathlib.Path, quick: bool) -> dict:
+    """Train the policies not in OUT/checkpoints yet, after saying how many and about how long (the one-time
+    step; a later run into the same OUT reuses them)."""
+    out = pathlib.Path(out_dir)
+    todo = [f"{family}-{method}" for family in FAMILIES for method in METHODS
+            if not (out / "checkpoints" / f"{family}-{method}" / "policy.pt").is_file()]
+    if todo:
+        print(f"bench marl: training {len(todo)} policies once (~{len(todo) * TRAIN_MIN[quick]:.0f} min), kept in "
+              f"{out / 'checkpoints'} — later runs into this --out skip this", flush=True)
+        if not quick:  # one local Ray cluster for every training (each would otherwise start its own)
+            import ray
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            _policies(out, quick)
+        finally:
+            if not quick:
+                ray.shutdown()
+    return {"trained": todo}
+
+
 def run(out_dir: pathlib.Path, quick: bool) -> list[dict]:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    setup(out, quick)  # nothing to do after `rtctl bench`'s own set-up step
     t0 = time.monotonic()
     episodes = 10 if quick else 50
-    if not quick:  # one local Ray cluster for every training (each would otherwise start its own)
-        import ray
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        pols = _policies(out, quick)
-    finally:
-        if not quick:
-            ray.shutdown()
+    pols = _policies(out, quick)
     rows: list[dict] = []
 
     def row(scenario, method, delay_name, pol, res, **extra):

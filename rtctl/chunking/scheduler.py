@@ -16,6 +16,27 @@ Modes (H = horizon, K = actions executed per chunk, q = action quantization, E =
 * ``replan_rollforward`` beyond VLASH: launch continuously (up to N in flight, spaced Δ̂/N ticks), each
                          request rolled forward Δ̂ ticks and aligned to its execution tick on arrival.
 
+Rebase at the switch (both rollforward modes): a request is conditioned on the plan committed when it
+launched, but requests still in flight may commit rows before it starts (replan: N chains that would
+otherwise lock in phase and turn a motion into a staircase, 0 0 0 .17 rad per tick), and the shield may
+have changed what was sent. So when a chunk switches in, it is translated by (command actually sent on
+the tick before its first row − the state its first row was computed from: the conditioning state, or
+the chunk's own row before the first kept one when rows were dropped); the offset fades out linearly
+over the chunk, so row 0 continues the sent command and the last row is where the policy aimed. When
+nothing changed in between the offset is 0 (async_rollforward with one request in flight, no shield).
+
+Disturbance rule (``disturbance_bound`` per joint, off when None): the arm was pushed or blocked when the
+measured state lies further than the bound, on any joint, outside the range of the last 3 sent commands
+(a servo is somewhere along its recent commanded path, within its tracking error, which is far below the
+bound; the range, not the last command alone, because after a commanded jump the servo is still on its
+way: measured with naive async's seams, comparing with the last command alone fired 8–10 times a minute). Then the next request is conditioned on the measured state and launched
+at once (past the in-flight cap by one), its row 0 runs on arrival and it is not rebased (it is meant to
+start where the arm is); while disturbed every request is conditioned on the measured state. The rule
+ends when every joint has stayed within half the bound for ``recover_ticks`` ticks in a row (a hand that
+still holds the arm pulls it out of bounds again as soon as the plan moves on, which would otherwise
+start and end the rule every few ticks); ``TickOutput.disturbance`` says "start"/"end", and
+``disturbance_error`` keeps the per-joint error that started it.
+
 Drop rule for a result arriving at tick a for start tick s < a: drop as many rows as ticks in [s, a) on
 which the arm actually advanced along the plan (holds don't count), so each row still lands on the tick it
 was computed for. A tick with no planned row holds the last applied command: never a jump to a guess.
@@ -23,6 +44,7 @@ was computed for. A tick with no planned row holds the last applied command: nev
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Mapping, Optional
 
@@ -63,6 +85,7 @@ class TickOutput:
     delay_est: int
     launched: Optional[Request] = None
     rejected: int = 0
+    disturbance: Optional[str] = None  # "start" / "end" on the tick the disturbance rule changes state
 
 
 def quantize(actions: np.ndarray, q: int, kind: str) -> np.ndarray:
@@ -90,6 +113,8 @@ class ChunkScheduler:
         action_kind: Literal["absolute", "delta"] = "absolute",
         limit_tolerance: float = 1e-3,
         state_key: str = "state",
+        disturbance_bound: Optional[np.ndarray] = None,
+        recover_ticks: int = 10,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown scheduler mode '{mode}' (known: {', '.join(MODES)})")
@@ -109,6 +134,12 @@ class ChunkScheduler:
         self.max_in_flight = max_in_flight if mode == "replan_rollforward" else 1
         self.kind = action_kind
         self.state_key = state_key
+        self.disturbance_bound = None if disturbance_bound is None else np.asarray(disturbance_bound, float)
+        self.disturbed = False
+        self.recover_ticks = recover_ticks
+        self._calm = 0  # consecutive ticks within half the bound while disturbed
+        self._recent: deque = deque(maxlen=3)  # the last sent commands (disturbance rule)
+        self.disturbance_error: Optional[np.ndarray] = None
         # plan: commands for ticks plan_start .. plan_start + len(plan) - 1
         self.plan_start = 0
         self.plan = np.zeros((0, len(self.low)))
@@ -116,7 +147,8 @@ class ChunkScheduler:
         self.plan_row = np.zeros(0, dtype=np.int64)
         self.last_applied: Optional[np.ndarray] = None
         self.in_flight: dict[int, Request] = {}
-        self.pending: list[tuple[int, Request, np.ndarray, int]] = []  # (switch tick, request, rows, first row)
+        # (switch tick, request, rows, first row, the state the first row was computed from)
+        self.pending: list[tuple[int, Request, np.ndarray, int, np.ndarray]] = []
         self.requests: dict[int, Request] = {}
         self.active_chunk = -1
         self.active_launch = -1
@@ -126,7 +158,7 @@ class ChunkScheduler:
         self.advanced: dict[int, bool] = {}
         self.next_id = 0
         self.counts = {"chunks": 0, "rejected_chunks": 0, "failed_inferences": 0, "hold_ticks": 0,
-                       "starved_ticks": 0, "stale_results": 0}
+                       "starved_ticks": 0, "stale_results": 0, "disturbances": 0, "disturbed_ticks": 0}
 
     # ----------------------------------------------------------------------------------------------
     def _rows_from(self, tick: int) -> int:
@@ -165,7 +197,9 @@ class ChunkScheduler:
     def _make_request(self, tick: int, obs: Mapping[str, Any]) -> tuple[Request, dict]:
         remaining = self._rows_from(tick)
         state = np.asarray(obs[self.state_key], float)
-        if self.mode == "sync" or remaining == 0:
+        if self.disturbed:
+            start, cond = None, state
+        elif self.mode == "sync" or remaining == 0:
             # Row 0 runs on arrival; the arm holds meanwhile, so the rollforward modes condition on the
             # held command and the others on the measured state.
             start = None
@@ -179,7 +213,7 @@ class ChunkScheduler:
         else:  # replan_rollforward
             start = tick + min(self.delay.value, remaining)
             cond = self._rollforward(tick, start, state)
-        req = Request(self.next_id, tick, start, cond)
+        req = Request(self.next_id, tick, start, cond, {"disturbance": True} if self.disturbed else {})
         self.next_id += 1
         policy_obs = dict(obs)
         policy_obs[self.state_key] = cond
@@ -187,6 +221,8 @@ class ChunkScheduler:
         return req, policy_obs
 
     def _should_launch(self, tick: int) -> bool:
+        if self.disturbed:  # one measured-state request at a time, past the cap by one
+            return not any(r.meta.get("disturbance") for r in self.in_flight.values())
         if len(self.in_flight) >= self.max_in_flight:
             return False
         if self.pending and self.mode != "replan_rollforward":
@@ -227,21 +263,51 @@ class ChunkScheduler:
         else:
             drop = sum(1 for t in range(req.start_tick, tick) if self.advanced.get(t, False))
             switch = tick
+        ref = req.cond_state if drop == 0 or drop > len(rows) else rows[drop - 1]
         rows = rows[drop:window]
         if len(rows) == 0:
             self.counts["stale_results"] += 1
             return 0
-        self.pending.append((switch, req, rows, drop))
+        self.pending.append((switch, req, rows, drop, ref))
         self.pending.sort(key=lambda p: p[0])
         return 0
+
+    def _rebase(self, req: Request, rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Translate a rollforward chunk onto the command actually sent before it (module docstring)."""
+        if (not self.mode.endswith("rollforward") or self.kind != "absolute" or self.last_applied is None
+                or req.meta.get("disturbance")):
+            return rows
+        offset = self.last_applied - np.asarray(ref, float)
+        if not np.any(offset):
+            return rows
+        fade = 1.0 - np.arange(len(rows))[:, None] / len(rows)
+        return np.clip(rows + fade * offset, self.low, self.high)
+
+    def _watch_disturbance(self, state: np.ndarray) -> Optional[str]:
+        if self.disturbance_bound is None or self.last_applied is None:
+            return None
+        recent = np.array(self._recent)
+        err = np.maximum(0.0, np.maximum(recent.min(axis=0) - state, state - recent.max(axis=0)))
+        if not self.disturbed:
+            if np.any(err > self.disturbance_bound):
+                self.disturbed, self._calm, self.disturbance_error = True, 0, err
+                self.counts["disturbances"] += 1
+                return "start"
+            return None
+        self._calm = self._calm + 1 if np.all(err <= 0.5 * self.disturbance_bound) else 0
+        if self._calm >= self.recover_ticks:
+            self.disturbed = False
+            return "end"
+        return None
 
     def _switch(self, tick: int) -> bool:
         switched = False
         while self.pending and self.pending[0][0] <= tick:
-            _, req, rows, first = self.pending.pop(0)
+            _, req, rows, first, ref = self.pending.pop(0)
             if req.launch_tick < self.active_launch:
                 self.counts["stale_results"] += 1
                 continue
+            rows = self._rebase(req, rows, ref)
             i0 = max(0, tick - self.plan_start)
             old = self.plan[i0:i0 + len(rows)]
             hold = self.plan[-1] if len(self.plan) else (self.last_applied if self.last_applied is not None
@@ -270,7 +336,11 @@ class ChunkScheduler:
         results already available (an in-process policy with zero delay); then pick the command. So Δ = 0
         really costs no tick, and a result that lands mid-tick is used on the next one.
         """
+        self.delay.advance()
         rejected = sum(self._accept(tick, a) for a in arrivals)
+        disturbance = self._watch_disturbance(np.asarray(obs[self.state_key], float))
+        if self.disturbed:
+            self.counts["disturbed_ticks"] += 1
         seam = self._switch(tick)
         launched = None
         if submit is not None and self._should_launch(tick):
@@ -296,11 +366,13 @@ class ChunkScheduler:
         chunk_id = int(self.plan_chunk[i]) if not hold else -1
         chunk_row = int(self.plan_row[i]) if not hold else -1
         return TickOutput(np.array(cmd, float), hold, starved, seam and not hold, chunk_id, chunk_row,
-                          self._rows_from(tick), len(self.in_flight), self.delay.value, launched, rejected)
+                          self._rows_from(tick), len(self.in_flight), self.delay.value, launched, rejected,
+                          disturbance)
 
     def applied(self, command: np.ndarray) -> None:
         """Tell the scheduler what was actually sent (after the shield and the driver's clipping)."""
         self.last_applied = np.array(command, float)
+        self._recent.append(self.last_applied)
 
     def drop_in_flight(self) -> list[int]:
         """The policy actor died: forget its requests (their results will never come)."""

@@ -5,7 +5,7 @@ import hashlib
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 
 def digest(text: str) -> str:
@@ -25,3 +25,15 @@ def cached(out: Path, ready: str, make: Callable[[Path], object]) -> Path:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def with_meta(checkpoint: Path, meta: Callable[[], Mapping[str, Any]]) -> Path:
+    """``checkpoint``, with ``meta()`` written as its metadata file first if it has none: a checkpoint cached
+    before rtctl recorded rate/horizon/units is upgraded in place, not retrained. Sound because the cache key
+    is the hash of the config ``meta()`` is computed from. Only the file's existence is checked, so the
+    common path reads nothing (and never imports torch)."""
+    from rtctl.policies.base import meta_path, write_checkpoint_meta
+
+    if not meta_path(checkpoint).is_file():
+        write_checkpoint_meta(checkpoint, meta())
+    return checkpoint

@@ -11,8 +11,9 @@ import numpy as np
 from pydantic import Field
 
 from rtctl.config import StrictModel, dump_config, load_config
+from rtctl.policies.base import checkpoint_meta, write_checkpoint_meta
 from rtctl.report.runfolder import RunFolder, default_run_dir
-from rtctl.train.artifacts import cached, digest
+from rtctl.train.artifacts import cached, digest, with_meta
 from rtctl.train.offsets import episode_bounds, sample_batch, scene_ends
 
 ARTIFACTS = Path("artifacts")
@@ -71,6 +72,16 @@ def make_demos(cfg: DemoConfig, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
+def policy_meta(cfg: BCTrainConfig) -> dict:
+    """What a checkpoint trained from ``cfg`` records (see `rtctl.policies.base`): chunks of ``demos.horizon``
+    absolute joint targets in radians, one per tick at ``demos.control_hz`` (the rate the demos were rolled
+    out at)."""
+    from rtctl.sim.arm_env import JOINT_NAMES
+
+    return checkpoint_meta("bc", cfg.demos.control_hz, cfg.demos.horizon, "rad", len(JOINT_NAMES), JOINT_NAMES,
+                           max_delay=cfg.offset.max_delay, seed=cfg.seed)
+
+
 def train(cfg: BCTrainConfig, out_dir: Path, progress: bool = True) -> Path:
     import torch
 
@@ -117,10 +128,12 @@ def train(cfg: BCTrainConfig, out_dir: Path, progress: bool = True) -> Path:
         if step % 100 == 0 or step == cfg.train.steps - 1:
             folder.log({"step": step, "loss": float(np.mean(losses[-100:]))})
     ckpt = out_dir / "policy.pt"
+    meta = policy_meta(cfg)
     torch.save({"arch": {"obs_dim": x.shape[1], "action_dim": A.shape[1], "horizon": H,
                          "hidden": cfg.model.hidden, "layers": cfg.model.layers},
                 "weights": net.state_dict(), "stats": {k: torch.as_tensor(v) for k, v in stats.items()},
-                "meta": {"max_delay": cfg.offset.max_delay, "seed": cfg.seed}}, ckpt)
+                "meta": meta}, ckpt)
+    write_checkpoint_meta(ckpt, meta)  # the same, readable without torch
     folder.close({"final_loss": float(np.mean(losses[-100:])), "frames": int(len(S)),
                   "episodes": int(demos["episode_index"].max() + 1), "wall_s": time.monotonic() - t0,
                   "checkpoint": str(ckpt)})
@@ -150,7 +163,9 @@ def main(config_path, out_dir: Optional[Path] = None, **_) -> Path:
 
 
 def ensure_checkpoint(config_path: str | Path, root: Path = ARTIFACTS) -> Path:
-    """The checkpoint for this config, trained now if it does not exist yet (keyed by the config's hash)."""
+    """The checkpoint for this config, trained now if it does not exist yet (keyed by the config's hash); one
+    cached without metadata gets it from the config (`with_meta`), without retraining."""
     cfg = load_config(config_path, BCTrainConfig)
     out = root / "bc" / f"{Path(config_path).stem}-{digest(dump_config(cfg) + f'recipe {RECIPE}')}"
-    return cached(out, "policy.pt", lambda tmp: train(cfg, tmp)) / "policy.pt"
+    ckpt = cached(out, "policy.pt", lambda tmp: train(cfg, tmp)) / "policy.pt"
+    return with_meta(ckpt, lambda: policy_meta(cfg))  # cached before checkpoints recorded their rate

@@ -6,8 +6,9 @@ The demos are the ones `rtctl train bc` learns from (same `DemoConfig`), written
 (LeRobot computes them when it writes episodes); batches come from `rtctl.train.lerobot_offsets`; the loss is
 ACT's own ``forward`` (L1 on the un-padded rows) after LeRobot's pre-processor, as `lerobot-train` does.
 The run folder's ``checkpoint/`` is a LeRobot checkpoint folder (`rtctl.policies.lerobot_adapter` loads it,
-so does LeRobot's ``from_pretrained``). Checkpoints the benchmarks need are made on first use
-(`ensure_checkpoint`), keyed by the config's hash, never committed.
+so does LeRobot's ``from_pretrained``), plus ``rtctl_meta.json`` (rate, horizon, units: `policy_meta`).
+Checkpoints the benchmarks need are made on first use (`ensure_checkpoint`), keyed by the config's hash,
+never committed.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import numpy as np
 from pydantic import Field
 
 from rtctl.config import StrictModel, dump_config, load_config
+from rtctl.policies.base import checkpoint_meta, write_checkpoint_meta
 from rtctl.report.runfolder import RunFolder, default_run_dir
-from rtctl.train.artifacts import cached, digest
+from rtctl.train.artifacts import cached, digest, with_meta
 from rtctl.train.bc import DemoConfig, OptimConfig, _plot_loss, make_demos
 
 ARTIFACTS = Path("artifacts")
@@ -82,6 +84,16 @@ def dataset_stats(root: Path, repo_id: str) -> dict:
     return out
 
 
+def policy_meta(cfg: LeRobotACTTrainConfig) -> dict:
+    """What a checkpoint trained from ``cfg`` records (``rtctl_meta.json`` in the folder, see
+    `rtctl.policies.base`): chunks of ``model.chunk_size`` joint targets in radians (the demos' own units),
+    one per tick at ``demos.control_hz``."""
+    from rtctl.sim.arm_env import JOINT_NAMES
+
+    return checkpoint_meta("lerobot_act", cfg.demos.control_hz, cfg.model.chunk_size, "rad", len(JOINT_NAMES),
+                           JOINT_NAMES, max_delay=cfg.offset.max_delay, seed=cfg.seed)
+
+
 def train(cfg: LeRobotACTTrainConfig, out_dir: Path, progress: bool = True, data_root: Path = ARTIFACTS) -> Path:
     import torch
     from tqdm import tqdm
@@ -123,6 +135,7 @@ def train(cfg: LeRobotACTTrainConfig, out_dir: Path, progress: bool = True, data
             folder.log({"step": step, "loss": float(np.mean(losses[-100:]))})
     policy.eval()
     ckpt = save_checkpoint(out_dir / "checkpoint", policy, pre, post)
+    write_checkpoint_meta(ckpt, policy_meta(cfg))
     folder.close({"final_loss": float(np.mean(losses[-100:])), "frames": int(len(ep_end)),
                   "episodes": int(cols["episode_index"].max() + 1), "dataset": str(root),
                   "wall_s": time.monotonic() - t0, "steps": cfg.train.steps,
@@ -138,7 +151,9 @@ def main(config_path, out_dir: Optional[Path] = None, **_) -> Path:
 
 
 def ensure_checkpoint(config_path: str | Path, root: Path = ARTIFACTS) -> Path:
-    """The checkpoint folder for this config, trained now if it does not exist yet (keyed by the config's hash)."""
+    """The checkpoint folder for this config, trained now if it does not exist yet (keyed by the config's hash);
+    one cached without metadata gets it from the config (`with_meta`), without retraining."""
     cfg = load_config(config_path, LeRobotACTTrainConfig)
     out = root / "lerobot_act" / f"{Path(config_path).stem}-{digest(dump_config(cfg) + f'recipe {RECIPE}')}"
-    return cached(out, "checkpoint/config.json", lambda tmp: train(cfg, tmp, data_root=root)) / "checkpoint"
+    ckpt = cached(out, "checkpoint/config.json", lambda tmp: train(cfg, tmp, data_root=root)) / "checkpoint"
+    return with_meta(ckpt, lambda: policy_meta(cfg))  # cached before checkpoints recorded their rate
