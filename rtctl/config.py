@@ -114,9 +114,16 @@ def load_config(path: str | Path, model: type[T], overrides: dict[str, Any] | No
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config error in {path}: not valid YAML ({err})") from None
+    # An empty file would run on defaults, and a list has no keys: both are mistakes, never a silent run.
+    if data is None:
+        raise ConfigError(f"config error in {path}: the file is empty (a config is a YAML mapping of sections, "
+                          f"e.g. 'driver:', 'policy:')")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error in {path}: the top level is a {type(data).__name__}, expected a mapping "
+                          f"of sections (key: value)")
     for dotted, value in (overrides or {}).items():
         set_dotted(data, dotted, value)
     return parse_config(data, model, str(path))

@@ -152,12 +152,24 @@ def _move_other_threads(cpus: set, only: Optional[list] = None) -> list[int]:
     return moved
 
 
-def wait_until(deadline_ns: int, spin_ns: int) -> None:
+@dataclass(frozen=True)
+class Clock:
+    """Where the loop gets time: the real monotonic clock, or a test's fake one (the loop's rules are then
+    checked deterministically, without depending on how busy the machine is)."""
+
+    now_ns: Callable[[], int] = time.monotonic_ns
+    sleep_s: Callable[[float], None] = time.sleep
+
+
+REAL_CLOCK = Clock()
+
+
+def wait_until(deadline_ns: int, spin_ns: int, clock: Clock = REAL_CLOCK) -> None:
     """Sleep to within ``spin_ns`` of the deadline, then spin. Sleep granularity on Linux is ~60 µs."""
-    now = time.monotonic_ns()
+    now = clock.now_ns()
     if deadline_ns - now > spin_ns:
-        time.sleep((deadline_ns - now - spin_ns) * 1e-9)
-    while time.monotonic_ns() < deadline_ns:
+        clock.sleep_s((deadline_ns - now - spin_ns) * 1e-9)
+    while clock.now_ns() < deadline_ns:
         pass
 
 
@@ -169,6 +181,7 @@ def run_loop(
     on_tick_done: Optional[Callable[[TickTiming, int, bool], None]] = None,
     stats: Optional[TickStats] = None,
     share_cpu_threads: Sequence[int] = (),
+    clock: Clock = REAL_CLOCK,
 ) -> TickStats:
     """Call ``work(timing)`` at ``cfg.rate_hz`` until it returns False, ``max_ticks`` or ``duration_s``.
 
@@ -183,16 +196,16 @@ def run_loop(
     stats = stats if stats is not None else TickStats(rate_hz=cfg.rate_hz)
     with realtime_measures(cfg, share_cpu_threads) as cpu:
         stats.pinned_cpu = cpu
-        t0 = time.monotonic_ns() + period
+        t0 = clock.now_ns() + period
         slot = 0
         k = 0
         while max_ticks is None or k < max_ticks:
             scheduled = t0 + slot * period
-            wait_until(scheduled, spin)
-            start = time.monotonic_ns()
+            wait_until(scheduled, spin, clock)
+            start = clock.now_ns()
             timing = TickTiming(k, scheduled, start, period)
             keep_going = work(timing)
-            end = time.monotonic_ns()
+            end = clock.now_ns()
             missed = end > scheduled + period
             stats.period_err_us.append(abs(start - scheduled) / 1000.0)
             stats.work_us.append((end - start) / 1000.0)

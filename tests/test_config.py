@@ -50,3 +50,12 @@ def test_overrides_are_validated(tmp_path):
     assert load_config(p, RunConfig, {"tick.rate_hz": 100}).tick.rate_hz == 100
     with pytest.raises(ConfigError, match="duration_s"):
         load_config(p, RunConfig, {"duration_s": -1})
+
+
+@pytest.mark.parametrize("text, what", [("", "empty"), ("# only a comment\n", "empty"), ("- a\n- b\n", "list")])
+def test_empty_or_non_mapping_yaml_is_one_line_error(tmp_path, text, what):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=what) as err:
+        load_config(p, RunConfig)
+    assert "\n" not in str(err.value) and str(p) in str(err.value)
