@@ -270,6 +270,13 @@ class LeRobotRobotDriver:
         write intervals and command age (tick start → bytes written), ms."""
         return self._bus.summary()
 
+    @property
+    def safe_state(self) -> str:
+        """What the arm does after a fault stopped the run (the CLI's one line says it)."""
+        if self._estop is not None:
+            return "torque is off on every servo that answered (operator e-stop)"
+        return "torque is off" if self.on_disconnect == "disable" else "the servos hold their last goal"
+
     def io_thread_ids(self) -> list[int]:
         """Native ids of the I/O thread (for CPU placement: it writes while the tick sleeps)."""
         t = self._thread

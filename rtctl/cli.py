@@ -45,6 +45,7 @@ def _guard(fn, *args, **kw):
     """Run a command; turn known failures into one clear line and an exit code, never a traceback."""
     from rtctl.config import ConfigError
     from rtctl.drivers.base import DriverError
+    from rtctl.report.runfolder import RunLogError
 
     try:
         return fn(*args, **kw)
@@ -53,8 +54,10 @@ def _guard(fn, *args, **kw):
     except FileExistsError as err:  # a run folder that is already used: never overwrite a run
         _fail(str(err), 2)
     except DriverError as err:
-        _fail(f"driver fault: {err} — the robot was stopped safely (arm held or torque off, car braked); the "
-              "log was flushed", 3)
+        safe = getattr(err, "safe_state", "the robot was stopped safely")
+        _fail(f"driver fault: {err} — {safe}; the log was flushed", 3)
+    except RunLogError as err:
+        _fail(f"{err} — the robot was stopped safely; the folder keeps what was written before", 4)
     except KeyboardInterrupt:
         _fail("interrupted — stopped cleanly, log flushed", 130)
 
@@ -77,8 +80,14 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder")) -> None
     """Redraw a run folder's plots from its log."""
     from rtctl.report.plots import plot_run
 
+    from rtctl.report.runfolder import read_log_checked
+
     if not (run_dir / "log.jsonl").exists():
         _fail(f"{run_dir} is not a run folder (no log.jsonl)", 2)
+    rows, cut = read_log_checked(run_dir)
+    if cut:
+        typer.echo(f"{run_dir}/log.jsonl: the last line was cut short (the run was killed or its disk filled); "
+                   f"reading the {len(rows)} whole rows before it", err=True)
     for p in plot_run(run_dir):
         typer.echo(str(p))
 
@@ -166,11 +175,21 @@ def deploy_cmd(config: Path = typer.Argument(..., help="YAML deploy config, e.g.
 
 
 @app.command("estop")
-def estop_cmd(address: str = typer.Argument("ipc:///tmp/rtctl-estop", help="the deploy's estop.address")) -> None:
-    """Operator e-stop for a running `rtctl deploy`: its driver disables torque and the run stops."""
-    deploy = _load("rtctl.deploy", "deploy")
-    deploy.send_estop(address)
-    typer.echo(f"e-stop sent to {address}")
+def estop_cmd(target: Optional[str] = typer.Argument(None, help="the deploy's run folder (its estop_address) or a "
+                                                     "ZeroMQ address; default: the newest runs/*/estop_address")) -> None:
+    """Operator e-stop for a running `rtctl deploy`: its driver disables torque and the run stops. Exits 0
+    when the run acknowledged within 0.5 s, 1 when none did."""
+    from rtctl.estop import ADDRESS_FILE, address_of, send_estop
+
+    if target is None:
+        found = sorted(Path("runs").glob(f"*/{ADDRESS_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            _fail(f"no run folder with an {ADDRESS_FILE} under runs/: name the run folder or the address", 2)
+        target = str(found[-1].parent)
+    address = _guard(address_of, target)
+    if not send_estop(address):
+        _fail(f"e-stop NOT acknowledged: no running deploy answered at {address} within 0.5 s", 1)
+    typer.echo(f"e-stop acknowledged by the run at {address}")
 
 
 @app.command("trial")

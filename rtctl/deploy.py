@@ -3,14 +3,12 @@
 Same runtime as `rtctl run` (tick, chunk scheduler, Ray policy actor, shield, run folder with summary.json
 and deadline_misses); what deploy adds: the LeRobot driver (`rtctl.drivers.lerobot_robot`), optionally the
 Feetech emulator process it talks to, a target schedule (the task input of camera-less policies), and the
-operator e-stop (a line ``e`` on the terminal, or the message ``estop`` on a ZeroMQ PULL socket; see
-`send_estop`), which disables torque and stops the run.
+operator e-stop (a line ``e`` on the terminal, or ``rtctl estop RUN``: `rtctl.estop`, one acknowledged
+address per run), which disables torque and stops the run.
 """
 from __future__ import annotations
 
 import math
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -19,6 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from rtctl.config import ConfigError, StrictModel, load_config
+from rtctl.estop import EstopListeners, check_free, send_estop  # noqa: F401  (send_estop: the operator side, re-exported)
 from rtctl.policy_factory import resolve_checkpoint
 from rtctl.report.runfolder import RunFolder, default_run_dir
 from rtctl.run import RunConfig, execute
@@ -79,7 +78,9 @@ class EmulatorSection(StrictModel):
 
 class EstopSection(StrictModel):
     key: bool = True  # a line "e" on stdin (only when stdin is a terminal)
-    address: Optional[str] = "ipc:///tmp/rtctl-estop"  # ZeroMQ PULL; the message b"estop" stops the arm
+    # "auto": this run's own ipc address (written to RUN/estop_address, used by `rtctl estop RUN`); or a
+    # ZeroMQ address; None: no message e-stop. A taken address is refused (rtctl.estop).
+    address: Optional[str] = "auto"
 
 
 class DeployConfig(RunConfig):
@@ -102,64 +103,6 @@ class TargetSchedule:
         return {"target": self.targets[int(k) % len(self.targets)]}
 
 
-class EstopListeners:
-    """Key and message e-stop sources; each calls ``trigger(reason)`` once."""
-
-    def __init__(self, cfg: EstopSection, trigger) -> None:
-        self.trigger, self._stop = trigger, threading.Event()
-        self._threads = []
-        if cfg.key and sys.stdin is not None and sys.stdin.isatty():
-            self._spawn(self._keys)
-        self._sock = None
-        if cfg.address:
-            import zmq
-
-            self._sock = zmq.Context.instance().socket(zmq.PULL)
-            self._sock.setsockopt(zmq.LINGER, 0)
-            try:
-                self._sock.bind(cfg.address)
-            except zmq.ZMQError as err:
-                self._sock.close()
-                raise ConfigError(f"config error: key 'estop.address' = {cfg.address!r}: cannot bind ({err})") from None
-            self._spawn(self._messages)
-
-    def _spawn(self, fn) -> None:
-        t = threading.Thread(target=fn, name=f"estop-{fn.__name__}", daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def _keys(self) -> None:
-        for line in sys.stdin:
-            if line.strip().lower() in ("e", "estop", "stop"):
-                self.trigger("key")
-                return
-
-    def _messages(self) -> None:
-        while not self._stop.is_set():
-            if self._sock.poll(100) and self._sock.recv(copy=True)[:5] == b"estop":
-                self.trigger("message")
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._sock is not None:
-            for t in self._threads:
-                if t.name == "estop-_messages":
-                    t.join(timeout=1.0)
-            self._sock.close()
-
-
-def send_estop(address: str = "ipc:///tmp/rtctl-estop") -> None:
-    """Operator side: tell a running deploy to disable torque and stop."""
-    import zmq
-
-    sock = zmq.Context.instance().socket(zmq.PUSH)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.connect(address)
-    sock.send(b"estop")
-    sock.close()
-
-
 def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration: Optional[float] = None) -> Path:
     cfg = load_config(config_path, DeployConfig, {"duration_s": duration} if duration is not None else None)
     d, emu_cfg = cfg.driver, cfg.emulator
@@ -180,6 +123,7 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
 
     resolve_extra_latency(cfg.policy, cfg.actor)
     check_checkpoint(cfg.policy, cfg.tick.rate_hz)
+    check_free(cfg.estop.address)
     shield = _make_shield(cfg, config_path)
     prestart(cfg)  # Ray and the policy actor start while the emulator and the driver come up (−1.5 s measured)
     out = Path(out_dir) if out_dir else default_run_dir("deploy")
@@ -187,10 +131,11 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
     estop: Optional[EstopListeners] = None
     try:
         driver = _make_driver(cfg, emulator.path if emulator else d.robot.port)
-        estop = EstopListeners(cfg.estop, driver.estop)
+        estop = EstopListeners(cfg.estop.address, cfg.estop.key, driver.estop, robot_kind="arm")
 
         def attach(folder: RunFolder) -> None:
             driver.on_event = folder.event
+            estop.write_address(folder.path)
 
         def extra() -> dict:
             bus_emulator = None

@@ -19,7 +19,7 @@ from rtctl.config import ConfigError, StrictModel, dump_config, load_config
 from rtctl.control import ControlLoop
 from rtctl.policy_actor import ActorConfig
 from rtctl.policy_factory import PolicyConfig
-from rtctl.report.runfolder import RunFolder, default_run_dir, peak_rss_mb
+from rtctl.report.runfolder import RunFolder, RunLogError, default_run_dir, peak_rss_mb
 from rtctl.shielding import ShieldSection, make_shield
 from rtctl.tick import TickConfig, TickStats, run_loop
 
@@ -216,12 +216,13 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
     client = None
     stop = threading.Event()
     stopped_by: dict[str, str] = {}
-    old_handler = None
+    old_handlers: dict = {}
     if threading.current_thread() is threading.main_thread():
-        def on_sigint(signum, frame):  # Ctrl-C: finish this tick, then stop cleanly
+        def on_signal(signum, frame):  # Ctrl-C or SIGTERM: finish this tick, then stop cleanly (exit 0)
             stop.set()
-            stopped_by["reason"] = "interrupted (SIGINT)"
-        old_handler = signal.signal(signal.SIGINT, on_sigint)
+            stopped_by.setdefault("reason", "interrupted (SIGINT)" if signum == signal.SIGINT else
+                                  "terminated (SIGTERM)")
+        old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     t_start = time.monotonic()
     stats = None
     loop = None
@@ -254,12 +255,20 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
         t0_ns = time.monotonic_ns()
         folder.event("loop_started", t0_ns=t0_ns)  # anchors the rows' *_ms times on the host's monotonic clock
 
+        partial_every = max(1, int(5 * rate))  # summary.json kept up to date at least every 5 s
+
         def work(timing) -> bool:
+            if folder.error is not None:  # the evidence cannot be written: stop (the driver holds / brakes)
+                raise RunLogError(folder.error)
             return (not stop.is_set()) and loop.tick(timing.index, timing.start_ns)
 
         def done(timing, end_ns, missed) -> None:
             if timing.index == 0 and getattr(client, "startup", None) is not None:
                 client.startup.mark("first_command", end_ns)
+            if timing.index % partial_every == partial_every - 1:  # cheap: counts only, no percentiles
+                folder.write_partial({"stopped_by": "running (partial summary)", "ticks": timing.index + 1,
+                                      "deadline_misses": stats.misses, "episodes": len(loop.episodes),
+                                      "counts": loop.counts(), "wall_s": time.monotonic() - t_start})
             row = loop.last_row
             if row is not None:
                 row.update(t_sched_ms=(timing.scheduled_ns - t0_ns) / 1e6, t_start_ms=(timing.start_ns - t0_ns) / 1e6,
@@ -277,11 +286,16 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
             bar.close()
     except BaseException as err:  # driver fault, Ctrl-C during set-up, anything: stop safely and say so
         stopped_by["reason"] = f"{type(err).__name__}: {err}"
+        if not hasattr(err, "safe_state"):  # what the robot does now, in the words of its kind (CLI line)
+            try:
+                err.safe_state = getattr(driver, "safe_state", "the arm holds its last command")
+            except AttributeError:  # exceptions without a __dict__
+                pass
         folder.event("stopped", reason=stopped_by["reason"])
         raise
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         _safe_stop(driver, folder)
         if client is not None:
             client.close()
@@ -300,6 +314,8 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
             from rtctl.report.plots import plot_run
 
             plot_run(out_dir)
+    if folder.error is not None:  # the run ended, but part of its evidence could not be written
+        raise RunLogError(folder.error)
     return out_dir
 
 

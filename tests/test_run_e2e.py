@@ -106,3 +106,56 @@ def test_push_is_detected_and_the_next_chunk_starts_from_the_pushed_state(tmp_pa
     assert rows[start]["disturbed"] and not rows[start - 1]["disturbed"]
     for key in ("seam_jump_p95_cmd", "step_p95_cmd", "step_p95_applied", "jerk_p95_cmd", "jerk_p95_applied"):
         assert key in summary, key
+
+
+def test_sigterm_is_a_clean_stop_and_sigkill_keeps_the_log(tmp_path):
+    """SIGTERM: like Ctrl-C (exit 0, complete folder, stopped_by says so). SIGKILL: the rows and events
+    written so far are on disk (flushed while running), and `rtctl report` reads them."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        out = tmp_path / f"run-{sig.name}"
+        proc = subprocess.Popen(RTCTL + ["run", "configs/arm_sim.yaml", "--out", str(out), "--duration", "60"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 90
+        log = out / "log.jsonl"
+        while time.time() < deadline and not (log.exists() and log.stat().st_size > 0):
+            time.sleep(0.2)  # rows reach the disk while the run goes on (not only at close)
+        assert log.stat().st_size > 0
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 0, err
+            summary = json.loads((out / "summary.json").read_text())
+            assert summary["stopped_by"] == "terminated (SIGTERM)"
+            assert len(log.read_text().splitlines()) == summary["ticks"]
+        else:
+            assert proc.returncode == -signal.SIGKILL
+            assert (out / "events.jsonl").exists()
+            r = _run(["report", str(out)])
+            assert r.returncode == 0, r.stderr
+
+
+def test_a_log_write_error_stops_the_run_with_one_line(tmp_path):
+    """The run's log cannot be written (a full disk: /dev/full): the loop stops, the driver is disconnected
+    (the arm holds), and the error names the folder."""
+    import pytest
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux) to emulate a full disk")
+    from rtctl.config import load_config
+    from rtctl.report.runfolder import RunLogError
+    from rtctl.run import RunConfig, execute, make_driver
+    from rtctl.shielding import make_shield
+
+    cfg = load_config(ROOT / "configs/arm_sim.yaml", RunConfig, {"duration_s": 30, "plots": False})
+    driver = make_driver(cfg)
+
+    def full_disk(folder):
+        folder._log = open("/dev/full", "w", buffering=1 << 16)
+
+    with pytest.raises(RunLogError, match="No space left") as err:
+        execute(cfg, driver, make_shield(cfg.shield, "sim_arm", 30.0), tmp_path / "run", progress=False,
+                on_folder=full_disk)
+    assert str(tmp_path / "run") in str(err.value) and "\n" not in str(err.value)
+    assert driver.env is None  # disconnected: the safe stop ran
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped_by"].startswith("RunLogError") and summary["ticks"] < 30 * 30

@@ -4,6 +4,12 @@ The folder is created only after the config validated (a config error never leav
 folder). Log rows are kept in memory by the tick and written by a background thread row by row (each row is
 its own small `json.dumps`, so the writer hands the GIL back between rows and the tick never waits behind
 one large encode); `close()` writes whatever is left, so Ctrl-C or a driver fault still leaves a complete log.
+
+Never lose evidence: the writer drains and flushes every ``flush_every_s`` (0.25 s), so a SIGKILL loses at
+most that much of log.jsonl; events go to events.jsonl as they happen (same drain); summary.json is
+replaced atomically (temp file + rename), first by the partial summaries the run hands over while it runs
+(`write_partial`), last by the final one. A write error (a full disk, EIO) never kills the writer thread
+with a traceback: it is kept in ``error`` (one line naming the folder) for the run loop to stop on.
 """
 from __future__ import annotations
 
@@ -42,10 +48,14 @@ def to_jsonable(x: Any) -> Any:
     return x
 
 
+class RunLogError(OSError):
+    """The run's evidence could not be written (full disk, I/O error): the run stops safely."""
+
+
 class RunFolder:
     """Owns one run folder; use as a context manager so the log is flushed on any exit."""
 
-    def __init__(self, path: str | Path, config_text: str, flush_every_s: float = 1.0) -> None:
+    def __init__(self, path: str | Path, config_text: str, flush_every_s: float = 0.25) -> None:
         self.path = Path(path)
         if self.path.exists() and any(self.path.iterdir()):
             raise FileExistsError(f"run folder {self.path} exists and is not empty; pick another --out")
@@ -53,6 +63,10 @@ class RunFolder:
         (self.path / "config.yaml").write_text(config_text)
         self._pending: deque[dict] = deque()
         self._log = open(self.path / "log.jsonl", "w", buffering=1 << 16)
+        self._events_f = open(self.path / "events.jsonl", "a")
+        self._pending_events: deque[dict] = deque()
+        self._partial: Any = None
+        self.error: str | None = None
         self._stop = threading.Event()
         self._flush_every_s = flush_every_s
         self._writer = threading.Thread(target=self._drain_loop, name="rtctl-log-writer", daemon=True)
@@ -66,13 +80,33 @@ class RunFolder:
         self._pending.append(row)
 
     def event(self, kind: str, **fields: Any) -> None:
-        """A discrete event (fault, restart, hold, reaction) — also written to events.jsonl at close."""
-        self.events.append({"event": kind, **fields})
+        """A discrete event (fault, restart, hold, reaction): appended to events.jsonl within one drain."""
+        e = {"event": kind, **fields}
+        self.events.append(e)
+        self._pending_events.append(e)
+
+    def write_partial(self, summary: Mapping[str, Any]) -> None:
+        """The run so far, for summary.json (written by the writer thread, atomically)."""
+        self._partial = summary
 
     def _drain(self) -> None:
-        while self._pending:
-            row = self._pending.popleft()
-            self._log.write(json.dumps(to_jsonable(row), separators=(",", ":")) + "\n")
+        if self.error is not None:  # after a write error nothing more is written (the run is stopping)
+            self._pending.clear()
+            self._pending_events.clear()
+            return
+        try:
+            while self._pending:
+                row = self._pending.popleft()
+                self._log.write(json.dumps(to_jsonable(row), separators=(",", ":")) + "\n")
+            self._log.flush()
+            while self._pending_events:
+                self._events_f.write(json.dumps(to_jsonable(self._pending_events.popleft())) + "\n")
+            self._events_f.flush()
+            partial, self._partial = self._partial, None
+            if partial is not None:
+                self.write_json("summary.json", partial)
+        except OSError as err:
+            self.error = f"cannot write the run log in {self.path}: {err.strerror or err}"
 
     def _drain_loop(self) -> None:
         while not self._stop.wait(self._flush_every_s):
@@ -80,8 +114,11 @@ class RunFolder:
 
     # -- summary / close --------------------------------------------------------------------------------
     def write_json(self, name: str, data: Any) -> Path:
+        """Atomically: a reader (or a crash) sees the old file or the new one, never half of one."""
         p = self.path / name
-        p.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
+        os.replace(tmp, p)
         return p
 
     def close(self, summary: Mapping[str, Any] | None = None) -> None:
@@ -89,13 +126,18 @@ class RunFolder:
             return
         self._stop.set()
         self._writer.join(timeout=10)
+        self._partial = None
         self._drain()
-        self._log.close()
-        with open(self.path / "events.jsonl", "w") as f:
-            for e in self.events:
-                f.write(json.dumps(to_jsonable(e)) + "\n")
+        for f in (self._log, self._events_f):
+            try:
+                f.close()
+            except OSError:  # the buffered tail could not be written: already reported in ``error``
+                pass
         if summary is not None:
-            self.write_json("summary.json", summary)
+            try:
+                self.write_json("summary.json", summary)
+            except OSError as err:
+                self.error = self.error or f"cannot write summary.json in {self.path}: {err.strerror or err}"
         self.closed = True
 
     def __enter__(self) -> "RunFolder":
@@ -105,13 +147,23 @@ class RunFolder:
         self.close()
 
 
-def read_log(path: str | Path) -> list[dict]:
+def read_log_checked(path: str | Path) -> tuple[list[dict], bool]:
+    """The rows of log.jsonl, and whether its last line was cut short (the process was killed mid-write, the
+    disk filled): such a line is left out, the whole lines before it are kept."""
     rows = []
     with open(Path(path) / "log.jsonl") as f:
         for line in f:
-            if line.strip():
+            if not line.strip():
+                continue
+            try:
                 rows.append(json.loads(line))
-    return rows
+            except json.JSONDecodeError:
+                return rows, True
+    return rows, False
+
+
+def read_log(path: str | Path) -> list[dict]:
+    return read_log_checked(path)[0]
 
 
 def read_events(path: str | Path) -> list[dict]:
