@@ -19,7 +19,7 @@ from pydantic import Field
 from rtctl.config import ConfigError, StrictModel, load_config
 from rtctl.estop import EstopListeners, check_free, send_estop  # noqa: F401  (send_estop: the operator side, re-exported)
 from rtctl.policy_factory import resolve_checkpoint
-from rtctl.report.runfolder import RunFolder, default_run_dir
+from rtctl.report.runfolder import RunFolder, check_out_dir, default_run_dir
 from rtctl.run import RunConfig, execute
 
 SO_ARMS = ("so100_follower", "so101_follower")
@@ -116,6 +116,10 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
         raise ConfigError(f"config error in {config_path}: key 'driver.targets' must be a list of [x, y, z]")
     if not emu_cfg.enabled and not d.robot.port:
         raise ConfigError(f"config error in {config_path}: key 'driver.robot.port' is required (or enable the emulator)")
+    if not emu_cfg.enabled and not Path(d.robot.port).exists():
+        raise ConfigError(f"config error in {config_path}: key 'driver.robot.port' = {d.robot.port!r} does not exist "
+                          f"(is the arm plugged in? `lerobot-find-port` lists the ports)")
+    out = check_out_dir(out_dir if out_dir else default_run_dir("deploy"))
     cfg.policy = resolve_checkpoint(cfg.policy)
     from rtctl.actor_latency import resolve_extra_latency
     from rtctl.policy_factory import check_checkpoint
@@ -126,7 +130,6 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
     check_free(cfg.estop.address)
     shield = _make_shield(cfg, config_path)
     prestart(cfg)  # Ray and the policy actor start while the emulator and the driver come up (−1.5 s measured)
-    out = Path(out_dir) if out_dir else default_run_dir("deploy")
     emulator = _start_emulator(cfg) if emu_cfg.enabled else None
     estop: Optional[EstopListeners] = None
     try:

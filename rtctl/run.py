@@ -19,7 +19,7 @@ from rtctl.config import ConfigError, StrictModel, dump_config, load_config
 from rtctl.control import ControlLoop
 from rtctl.policy_actor import ActorConfig
 from rtctl.policy_factory import PolicyConfig
-from rtctl.report.runfolder import RunFolder, RunLogError, default_run_dir, peak_rss_mb
+from rtctl.report.runfolder import RunFolder, RunLogError, check_out_dir, default_run_dir, peak_rss_mb
 from rtctl.shielding import ShieldSection, make_shield
 from rtctl.tick import TickConfig, TickStats, run_loop
 
@@ -188,7 +188,7 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
     from rtctl.actor_latency import resolve_extra_latency
 
     resolve_extra_latency(cfg.policy, cfg.actor)  # both forms set: one line, before any folder
-    out_dir = Path(out) if out else default_run_dir("run")
+    out_dir = check_out_dir(out if out else default_run_dir("run"))  # before anything starts
     driver = make_driver(cfg)
     shield = make_shield(cfg.shield, cfg.driver.type, cfg.tick.rate_hz)
     return execute(cfg, driver, shield, out_dir, progress)

@@ -114,3 +114,18 @@ def test_rtctl_estop_exits_nonzero_when_no_run_acknowledges(tmp_path):
     p = subprocess.run([sys.executable, "-m", "rtctl.cli", "estop", str(run)], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 1 and "NOT acknowledged" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_serial_port_or_a_used_folder_is_refused_before_anything_starts(tmp_path):
+    from rtctl import ray_start
+
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"driver.robot.port.*does not exist"):
+        main(_config(tmp_path, **{"emulator.enabled": False, "driver.robot.port": "/dev/ttyNOPE0"}), out)
+    assert not out.exists()
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "log.jsonl").write_text("{}\n")
+    with pytest.raises(FileExistsError, match="pick another --out"):
+        main(_config(tmp_path, **{"actor": {"enabled": True}}), used)
+    assert ray_start._pending is None  # refused before the policy actor (and Ray) were started

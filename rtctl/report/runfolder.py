@@ -48,6 +48,14 @@ def to_jsonable(x: Any) -> Any:
     return x
 
 
+def check_out_dir(path: str | Path) -> Path:
+    """Before anything starts: a used run folder is refused (one line), never overwritten."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"run folder {path} exists and is not empty; pick another --out")
+    return path
+
+
 class RunLogError(OSError):
     """The run's evidence could not be written (full disk, I/O error): the run stops safely."""
 
