@@ -123,17 +123,17 @@ def disturbance_bound(cfg: DisturbanceConfig, max_joint_speed: Optional[float], 
 
 
 def scheduler_factory(cfg: SchedulerConfig, horizon: int, low: np.ndarray, high: np.ndarray,
-                      rate_hz: float = 30.0, bound: Optional[np.ndarray] = None):
+                      rate_hz: float = 30.0, bound: Optional[np.ndarray] = None, initial_delay: int = 1):
+    """``initial_delay``: Δ̂ in ticks before any delay was measured (the warm-up round trip, not 1 tick)."""
     merge = make_merge(cfg.merge, blend_ticks=cfg.blend_ticks)
     # One estimator for the whole run: the delay belongs to the inference path, not to an episode.
     delay = DelayEstimator(cfg.delay_window, cfg.delay_percentile, cfg.delay_warmup, cfg.delay_ticks,
-                           window_s=cfg.delay_window_s, rate_hz=rate_hz)
+                           initial=initial_delay, window_s=cfg.delay_window_s, rate_hz=rate_hz)
 
     def make() -> ChunkScheduler:
         return ChunkScheduler(cfg.mode, horizon, cfg.exec_steps, low, high, q=cfg.q, merge=merge,
                               delay=delay, max_in_flight=cfg.max_in_flight, disturbance_bound=bound,
                               recover_ticks=max(1, math.ceil(cfg.disturbance.recover_s * rate_hz)))
-    make.delay = delay  # type: ignore[attr-defined]  (the run seeds Δ̂ from the warm-up)
     return make
 
 
@@ -245,9 +245,8 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
             client.startup.mark("warm")
             folder.event("policy_actor_started", **client.info, startup_s=client.startup_s(), warm_up_s=warm)
         make_scheduler = scheduler_factory(cfg.scheduler, cfg.policy.horizon, driver.spec.action_low,
-                                           driver.spec.action_high, rate, bound)
-        if cfg.actor.enabled:  # Δ̂ starts from the measured round trip, not from 1 tick
-            make_scheduler.delay.set_initial(math.ceil(warm[-1] * rate))
+                                           driver.spec.action_high, rate, bound,
+                                           initial_delay=math.ceil(warm[-1] * rate) if cfg.actor.enabled else 1)
         loop = ControlLoop(driver, make_scheduler, client, rate, cfg.episodes, shield=shield, on_event=folder.event)
         n_ticks = int(math.ceil(cfg.duration_s * rate))
         stats = TickStats(rate)

@@ -71,21 +71,15 @@ def reaction_floor(delays: tuple[int, ...], rate: float = RATE) -> dict[str, flo
 
 # -- checkpoints (the one-time set-up) ----------------------------------------------------------------------
 def _cache_dir(task: str, policy: str) -> tuple[Path, str]:
-    """Where `ensure_checkpoint` keeps this checkpoint and the file that marks it complete. Mirrors the
-    cache key of `rtctl.train.bc` / `rtctl.train.lerobot_act`, so set-up can say what it will train."""
-    from rtctl.config import dump_config, load_config
-    from rtctl.train.artifacts import digest
-
-    path = TRAIN_CONFIGS[(task, policy)]
+    """Where `ensure_checkpoint` keeps this checkpoint and the file that marks it complete (the trainers'
+    own cache key, so set-up can say what it will train)."""
     if policy in LEROBOT_POLICIES:
-        from rtctl.train import lerobot_act as mod
+        from rtctl.train.lerobot_act import checkpoint_dir
 
-        cfg, ready, sub = load_config(path, mod.LeRobotACTTrainConfig), "checkpoint/config.json", "lerobot_act"
-    else:
-        from rtctl.train import bc as mod
+        return checkpoint_dir(TRAIN_CONFIGS[(task, policy)]), "checkpoint/config.json"
+    from rtctl.train.bc import checkpoint_dir
 
-        cfg, ready, sub = load_config(path, mod.BCTrainConfig), "policy.pt", "bc"
-    return mod.ARTIFACTS / sub / f"{Path(path).stem}-{digest(dump_config(cfg) + f'recipe {mod.RECIPE}')}", ready
+    return checkpoint_dir(TRAIN_CONFIGS[(task, policy)]), "policy.pt"
 
 
 def needed(policies: tuple[str, ...], wall_clock: bool) -> list[tuple[str, str]]:

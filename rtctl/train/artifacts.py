@@ -27,6 +27,14 @@ def cached(out: Path, ready: str, make: Callable[[Path], object]) -> Path:
     return out
 
 
+def cache_dir(root: Path, family: str, config_path: str | Path, cfg: Any, recipe: int) -> Path:
+    """The cache folder of a trained artifact: ``root/family/<config stem>-<hash of the config and recipe>``
+    (one key for the trainers and for the benches that say up front what they will train)."""
+    from rtctl.config import dump_config
+
+    return Path(root) / family / f"{Path(config_path).stem}-{digest(dump_config(cfg) + f'recipe {recipe}')}"
+
+
 def with_meta(checkpoint: Path, meta: Callable[[], Mapping[str, Any]]) -> Path:
     """``checkpoint``, with ``meta()`` written as its metadata file first if it has none: a checkpoint cached
     before rtctl recorded rate/horizon/units is upgraded in place, not retrained. Sound because the cache key

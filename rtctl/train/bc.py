@@ -13,7 +13,7 @@ from pydantic import Field
 from rtctl.config import StrictModel, dump_config, load_config
 from rtctl.policies.base import checkpoint_meta, write_checkpoint_meta
 from rtctl.report.runfolder import RunFolder, default_run_dir
-from rtctl.train.artifacts import cached, digest, with_meta
+from rtctl.train.artifacts import cache_dir, cached, with_meta
 from rtctl.train.offsets import episode_bounds, sample_batch, scene_ends
 
 ARTIFACTS = Path("artifacts")
@@ -162,10 +162,15 @@ def main(config_path, out_dir: Optional[Path] = None, **_) -> Path:
     return train(cfg, Path(out_dir) if out_dir else default_run_dir("train-bc"))
 
 
+def checkpoint_dir(config_path: str | Path, root: Path = ARTIFACTS) -> Path:
+    """Where `ensure_checkpoint` keeps this config's checkpoint (whether or not it exists yet)."""
+    return cache_dir(root, "bc", config_path, load_config(config_path, BCTrainConfig), RECIPE)
+
+
 def ensure_checkpoint(config_path: str | Path, root: Path = ARTIFACTS) -> Path:
     """The checkpoint for this config, trained now if it does not exist yet (keyed by the config's hash); one
     cached without metadata gets it from the config (`with_meta`), without retraining."""
     cfg = load_config(config_path, BCTrainConfig)
-    out = root / "bc" / f"{Path(config_path).stem}-{digest(dump_config(cfg) + f'recipe {RECIPE}')}"
+    out = cache_dir(root, "bc", config_path, cfg, RECIPE)
     ckpt = cached(out, "policy.pt", lambda tmp: train(cfg, tmp)) / "policy.pt"
     return with_meta(ckpt, lambda: policy_meta(cfg))  # cached before checkpoints recorded their rate

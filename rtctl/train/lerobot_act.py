@@ -22,7 +22,7 @@ from pydantic import Field
 from rtctl.config import StrictModel, dump_config, load_config
 from rtctl.policies.base import checkpoint_meta, write_checkpoint_meta
 from rtctl.report.runfolder import RunFolder, default_run_dir
-from rtctl.train.artifacts import cached, digest, with_meta
+from rtctl.train.artifacts import cache_dir, cached, digest, with_meta
 from rtctl.train.bc import DemoConfig, OptimConfig, _plot_loss, make_demos
 
 ARTIFACTS = Path("artifacts")
@@ -150,10 +150,15 @@ def main(config_path, out_dir: Optional[Path] = None, **_) -> Path:
     return train(cfg, Path(out_dir) if out_dir else default_run_dir("train-lerobot-act"))
 
 
+def checkpoint_dir(config_path: str | Path, root: Path = ARTIFACTS) -> Path:
+    """Where `ensure_checkpoint` keeps this config's checkpoint (whether or not it exists yet)."""
+    return cache_dir(root, "lerobot_act", config_path, load_config(config_path, LeRobotACTTrainConfig), RECIPE)
+
+
 def ensure_checkpoint(config_path: str | Path, root: Path = ARTIFACTS) -> Path:
     """The checkpoint folder for this config, trained now if it does not exist yet (keyed by the config's hash);
     one cached without metadata gets it from the config (`with_meta`), without retraining."""
     cfg = load_config(config_path, LeRobotACTTrainConfig)
-    out = root / "lerobot_act" / f"{Path(config_path).stem}-{digest(dump_config(cfg) + f'recipe {RECIPE}')}"
+    out = cache_dir(root, "lerobot_act", config_path, cfg, RECIPE)
     ckpt = cached(out, "checkpoint/config.json", lambda tmp: train(cfg, tmp, data_root=root)) / "checkpoint"
     return with_meta(ckpt, lambda: policy_meta(cfg))  # cached before checkpoints recorded their rate
