@@ -37,6 +37,10 @@ class DriverError(RuntimeError):
     """A driver lost its device (read/write failed, timed out, port closed). The runtime stops safely."""
 
 
+class EStopped(DriverError):
+    """The operator's e-stop stopped the device (torque off / brakes): a stop, not a fault (CLI exit 5)."""
+
+
 @dataclass(frozen=True)
 class DriverSpec:
     """What a driver reads and accepts. Limits are in the driver's units (SI)."""

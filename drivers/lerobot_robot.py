@@ -38,7 +38,7 @@ from typing import Any, Callable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
-from rtctl.drivers.base import DriverError, DriverSpec, LatestValue
+from rtctl.drivers.base import DriverError, DriverSpec, EStopped, LatestValue
 from rtctl.drivers.bus_stats import BusStats, SendSchedule
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class LeRobotRobotDriver:
                 self._wake.clear()
                 if self._estop is not None:
                     off = self._torque_off_best_effort()
-                    raise DriverError(f"operator e-stop ({self._estop}): torque disabled on {off} at {self.port}")
+                    raise EStopped(f"operator e-stop ({self._estop}): torque disabled on {off} at {self.port}")
                 cmd, version = self._cmd.get()
                 if cmd is not None and version != sent_version and cmd[3] and self._schedule is not None:
                     wait_ns = self._schedule.release_ns(cmd[1], cmd[2]) - time.monotonic_ns()

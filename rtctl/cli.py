@@ -26,6 +26,7 @@ BENCHES = {
     "marl_highway": "rtctl.bench.marl_highway",
     "disturbance": "rtctl.bench.disturbance",
     "actor_startup": "rtctl.bench.actor_startup",
+    "faults": "rtctl.bench.faults",
 }
 # name → module with `main(config_path, out_dir=None) -> run folder`
 TRAINERS = {
@@ -44,8 +45,8 @@ def _fail(msg: str, code: int) -> None:
 def _guard(fn, *args, **kw):
     """Run a command; turn known failures into one clear line and an exit code, never a traceback."""
     from rtctl.config import ConfigError
-    from rtctl.drivers.base import DriverError
-    from rtctl.report.runfolder import RunLogError
+    from rtctl.drivers.base import DriverError, EStopped
+    from rtctl.report.runfolder import RunLogError, Terminated
 
     try:
         return fn(*args, **kw)
@@ -53,6 +54,8 @@ def _guard(fn, *args, **kw):
         _fail(str(err), 2)
     except FileExistsError as err:  # a run folder that is already used: never overwrite a run
         _fail(str(err), 2)
+    except EStopped as err:
+        _fail(f"e-stop: {err} — the log was flushed", 5)
     except DriverError as err:
         safe = getattr(err, "safe_state", "the robot was stopped safely")
         _fail(f"driver fault: {err} — {safe}; the log was flushed", 3)
@@ -60,6 +63,8 @@ def _guard(fn, *args, **kw):
         _fail(f"{err} — the robot was stopped safely; the folder keeps what was written before", 4)
     except KeyboardInterrupt:
         _fail("interrupted — stopped cleanly, log flushed", 130)
+    except Terminated as err:  # SIGTERM during start-up: a clean stop, like SIGTERM while running (exit 0)
+        _fail(f"{err} — stopped cleanly, nothing left running", 0)
 
 
 @app.command("run")

@@ -20,6 +20,7 @@ import numpy as np
 
 from rtctl.chunking.scheduler import ChunkScheduler, Request
 
+STARVED_EVENT_TICKS = 3  # shorter holds are the ordinary jitter of a chunk arriving a tick late
 WHACK_DEADLINE_S = 2.5  # rtctl.sim.arm_env.WHACK_DEADLINE_S (not imported: this module stays MuJoCo-free)
 
 
@@ -103,6 +104,7 @@ class ControlLoop:
         self._ep_gripper_vel: list[np.ndarray] = []
         self.counts_total: dict[str, int] = {}
         self.total_ticks = 0
+        self._starved_from: Optional[tuple[int, Optional[int]]] = None  # (tick, start ns) of a starved streak
 
     # -- inference submission: attach what the conditioning observation saw (for reaction latency) --------
     def _submit(self, req: Request, policy_obs: dict) -> list:
@@ -124,6 +126,7 @@ class ControlLoop:
         self.sched.applied(applied)
         self._track(out, applied)
         self._watch_disturbance(k, obs, out)
+        self._watch_starved(k, out.starved, t_start_ns)
         self.total_ticks += 1
         if self.record_rows:
             self.last_row = {
@@ -180,6 +183,21 @@ class ControlLoop:
             req = self.sched.requests.get(out.chunk_id)
             if req is not None and req.meta.get("disturbance"):
                 self.disturbance_log[-1]["first_reaction_tick"] = k
+
+    def _watch_starved(self, k: int, starved: bool, t_ns: Optional[int]) -> None:
+        """A `starved` event when the arm held for want of a chunk for ≥ STARVED_EVENT_TICKS ticks in a row
+        (a dead actor, an overloaded one); seconds from the ticks' start stamps when the loop has them."""
+        if starved:
+            if self._starved_from is None:
+                self._starved_from = (k, t_ns)
+            return
+        if self._starved_from is None:
+            return
+        k0, t0 = self._starved_from
+        self._starved_from = None
+        if k - k0 >= STARVED_EVENT_TICKS and self.on_event is not None:
+            s = (t_ns - t0) / 1e9 if t_ns is not None and t0 is not None else (k - k0) / self.rate_hz
+            self.on_event("starved", tick=k0, ticks=k - k0, s=round(s, 4))
 
     def _end_episode(self) -> None:
         info = getattr(self.driver, "last_info", {}) or {}

@@ -126,7 +126,7 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
     from rtctl.ray_start import prestart
 
     resolve_extra_latency(cfg.policy, cfg.actor)
-    check_checkpoint(cfg.policy, cfg.tick.rate_hz)
+    check_checkpoint(cfg.policy, cfg.tick.rate_hz, 6 if cfg.driver.robot.type in SO_ARMS else None)  # 5 joints + gripper
     check_free(cfg.estop.address)
     shield = _make_shield(cfg, config_path)
     prestart(cfg)  # Ray and the policy actor start while the emulator and the driver come up (−1.5 s measured)

@@ -5,7 +5,8 @@ The tick submits an observation (`actor.predict.remote`, ~0.1–0.3 ms) and poll
 built inside the actor from its config, so the model's memory (and torch itself) lives in the actor's
 process, not the tick's. Placement on another node (a GPU server) is by a custom resource named in the
 config. A dead actor is restarted by Ray (`max_restarts`); its in-flight requests come back as failures,
-the scheduler holds, and the run log says so.
+the scheduler holds, and the run log says so; with a warm standby (`actor.standby: 1`) the standby takes
+over at once (`rtctl.actor_pool`: which actor serves, failure and restart accounting).
 
 Latency (`RayActorClient.latency_summary`): each result carries the actor's own `time.monotonic_ns`
 stamps (received, model start, model end, done), so the model time and the wait inside the actor are
@@ -30,6 +31,7 @@ import numpy as np
 from pydantic import Field
 
 from rtctl.actor_latency import ExtraLatencyConfig, resolve_extra_latency
+from rtctl.actor_pool import ActorPool, ActorSlot
 from rtctl.chunking.scheduler import Arrival, Request
 from rtctl.config import StrictModel
 
@@ -41,6 +43,8 @@ class ActorConfig(StrictModel):
     num_cpus: float = Field(1.0, ge=0.0, le=64.0)
     torch_threads: int = Field(1, ge=1, le=64)
     max_restarts: int = Field(3, ge=0, le=1000)
+    # warm standby actors (0 or 1): one takes over at once when the active actor dies (rtctl.actor_pool)
+    standby: int = Field(0, ge=0, le=1)
     # emulated inference time per request (rtctl.actor_latency); policy.extra_latency_ms X is its constant form
     extra_latency: ExtraLatencyConfig = ExtraLatencyConfig()
 
@@ -97,7 +101,7 @@ def _actor_class():
                 time.sleep(rest_s)
             t_done = time.monotonic_ns()
             return {"actions": actions, "t_ns": np.array([t_recv, t_start, t_end, t_done], np.int64),
-                    "injected_ms": (t_done - t_end) / 1e6 if rest_s > 0 else 0.0}
+                    "injected_ms": (t_done - t_end) / 1e6 if rest_s > 0 else 0.0, "pid": os.getpid()}
 
         def ping(self) -> dict:
             import ray as _ray
@@ -174,46 +178,68 @@ class RayActorClient:
                                 "max_task_retries": 0, "max_concurrency": max(1, max_concurrency)}
         if actor_cfg.resource:
             opts["resources"] = {actor_cfg.resource: 0.001}
-        self.actor = _actor_class().options(**opts).remote(
-            policy_cfg.model_dump(), rate_hz, actor_cfg.torch_threads, avoid_cpu, latency.model_dump())
-        self.refs: dict[Any, tuple[int, int]] = {}  # ref → (request id, submit monotonic_ns)
+        cls = _actor_class().options(**opts)
+        args = (policy_cfg.model_dump(), rate_hz, actor_cfg.torch_threads, avoid_cpu, latency.model_dump())
+        handles = [cls.remote(*args) for _ in range(1 + actor_cfg.standby)]  # they start side by side
+        self.refs: dict[Any, tuple[int, int, ActorSlot]] = {}  # ref → (request id, submit ns, actor slot)
         self.latencies_s: list[float] = []  # submit → the poll that found the result ready (every answer)
         self.timings: list[RequestTiming] = []  # answered requests with the actor's stamps
-        self.restarts = 0
         self.startup: Any = None  # a rtctl.ray_start.StartupClock when started by rtctl.ray_start
-        self.info = ray.get(self.actor.ping.remote())  # wait for the actor once, before the loop
-        # Same node → same kernel monotonic clock, so the actor's stamps compare with ours.
+        infos = ray.get([h.ping.remote() for h in handles])  # wait for the actors once, before the loop
+        self.info = infos[0]
+        # Same node → same kernel monotonic clock, so the actor's stamps compare with ours (and its pid is ours
+        # to look at: rtctl.actor_pool.ActorPool.check_local).
         self.same_host = self.info["node_id"] == ray.get_runtime_context().get_node_id()
+        self.pool = ActorPool(ray, handles, infos, lambda kind, **kw: self.on_event(kind, **kw), self.same_host)
+
+    @property
+    def actor(self) -> Any:
+        """The actor that serves requests now."""
+        return self.pool.serving.handle
+
+    @property
+    def restarts(self) -> int:
+        return self.pool.restarts
 
     def warm_up(self, obs: dict, n: int = 2) -> list[float]:
         """``n`` blocking predictions before the loop (the first ones pay for lazy initialisation); returns
         their round trips in seconds, the last of which seeds the scheduler's Δ̂."""
         out = []
+        self.pool.last_obs = obs
         for _ in range(n):
             t0 = time.monotonic_ns()
-            self.ray.get(self.actor.predict.remote(obs))
+            refs = [s.handle.predict.remote(obs) for s in self.pool.slots]  # the standby warms alongside
+            self.ray.get(refs[0])
             out.append((time.monotonic_ns() - t0) / 1e9)
+            self.ray.get(refs[1:])
         return out
 
     def submit(self, req: Request, obs: dict) -> list[Arrival]:
-        self.refs[self.actor.predict.remote(obs)] = (req.id, time.monotonic_ns())
+        slot = self.pool.serving
+        self.refs[slot.handle.predict.remote(obs)] = (req.id, time.monotonic_ns(), slot)
+        self.pool.last_obs = obs
         return []
 
     def poll(self, tick: int) -> list[Arrival]:
-        if not self.refs:
-            return []
-        ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
-        out = []
         now = time.monotonic_ns()
+        self.pool.check_local(now)
+        if len(self.pool.slots) > 1 or not self.pool.serving.up:
+            self.pool.watch(now)
+        out = []
+        for ref, (rid, t_sub, slot) in list(self.refs.items()):
+            if slot.failed_ns is not None and t_sub < slot.failed_ns:  # sent before its actor died: lost
+                del self.refs[ref]
+                out.append(Arrival(rid, None))
+        if not self.refs:
+            return out
+        ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
         for ref in ready:
-            rid, t_sub = self.refs.pop(ref)
+            rid, t_sub, slot = self.refs.pop(ref)
             self.latencies_s.append((now - t_sub) / 1e9)
             try:
                 res = self.ray.get(ref, timeout=0)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as err:
-                self.restarts += 1
-                self.on_event("policy_actor_failed", request=rid, error=type(err).__name__,
-                              detail=str(err).splitlines()[0][:200])
+                self.pool.failed(slot, err, now)
                 out.append(Arrival(rid, None))
                 continue
             except self.ray.exceptions.RayError as err:
@@ -221,6 +247,8 @@ class RayActorClient:
                               detail=str(err).splitlines()[0][:200])
                 out.append(Arrival(rid, None))
                 continue
+            self.pool.answered(slot, res.get("pid"), now)
+            self.pool.request_answered(now)
             recv, start, end, done = (int(x) for x in res["t_ns"])
             self.timings.append(RequestTiming(t_sub, now, recv, start, end, done, float(res["injected_ms"]),
                                               self.same_host))
@@ -243,7 +271,8 @@ class RayActorClient:
         self.ray.kill(self.actor, no_restart=no_restart)
 
     def close(self) -> None:
-        try:
-            self.ray.kill(self.actor, no_restart=True)
-        except Exception:  # already gone
-            pass
+        for slot in self.pool.slots:
+            try:
+                self.ray.kill(slot.handle, no_restart=True)
+            except Exception:  # already gone
+                pass

@@ -59,7 +59,11 @@ def resolve_checkpoint(cfg: PolicyConfig) -> PolicyConfig:
     return cfg
 
 
-def check_checkpoint(cfg: PolicyConfig, rate_hz: float) -> dict[str, Any]:
+# policy.type → the checkpoint kinds (`checkpoint_meta(kind, ...)` of each trainer) it can load
+CHECKPOINT_KINDS = {"bc": ("bc",), "mlp": ("mlp",), "lerobot": ("lerobot_act", "lerobot")}
+
+
+def check_checkpoint(cfg: PolicyConfig, rate_hz: float, action_dim: Optional[int] = None) -> dict[str, Any]:
     """Refuse a checkpoint this run would misuse, before any weights load; return its metadata
     (`rtctl.policies.base.read_checkpoint_meta`: JSON only, no torch, for every checkpoint rtctl writes).
 
@@ -74,6 +78,9 @@ def check_checkpoint(cfg: PolicyConfig, rate_hz: float) -> dict[str, Any]:
       warning. Checkpoints made from ``policy.train_config`` are upgraded by the artifact cache instead.
     * horizon: ``policy.horizon`` must not exceed the checkpoint's chunk (the scheduler would plan rows the
       chunk does not have); a shorter one runs the first ``policy.horizon`` rows of each chunk.
+    * kind: a checkpoint whose metadata names the trainer that made it must be one ``policy.type`` loads
+      (`CHECKPOINT_KINDS`); action size: its ``action_dim`` must equal the driver's (``action_dim``, when the
+      caller knows it), else every chunk would be rejected at the first tick.
     """
     if cfg.type == "expert" or cfg.checkpoint is None:
         return {}
@@ -99,6 +106,14 @@ def check_checkpoint(cfg: PolicyConfig, rate_hz: float) -> dict[str, Any]:
         if not cfg.allow_rate_mismatch:
             raise ConfigError(msg)
         warnings.warn(f"{msg} (it is set: the chunk is replayed at {rate_hz:g} Hz)", RuntimeWarning, stacklevel=2)
+    kind, kinds = meta.get("kind"), CHECKPOINT_KINDS.get(cfg.type, ())
+    if kind is not None and kinds and kind not in kinds:
+        raise ConfigError(f"policy.checkpoint {ckpt} is a {kind!r} checkpoint, which policy.type {cfg.type!r} does not "
+                          f"load: set policy.type to the one that made it, or name a {cfg.type} checkpoint")
+    dim = meta.get("action_dim")
+    if dim is not None and action_dim is not None and int(dim) != int(action_dim):
+        raise ConfigError(f"policy.checkpoint {ckpt} outputs {int(dim)} actions per row but the driver takes "
+                          f"{int(action_dim)}: name a checkpoint trained for this robot")
     horizon = meta.get("horizon")
     if horizon is not None and cfg.horizon > int(horizon):
         raise ConfigError(f"policy.horizon: {cfg.horizon} is longer than the {int(horizon)}-action chunk "

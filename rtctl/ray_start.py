@@ -12,6 +12,8 @@ Rules:
   thread would.
 * `ray.init` in a thread cannot install Ray's SIGTERM handler (`sys.exit` in the main thread); `ActorStart`
   installs the same one from the caller's main thread, so a SIGTERM still unwinds into the run's safe stop.
+* A cluster the run started itself is watched by `rtctl.ray_reaper`, which ends its processes if the run
+  dies without shutting it down (SIGKILL: Ray's agents outlived it by more than a minute).
 * A run that joins a cluster (`actor.address`) only connects; one that finds Ray already initialized in
   this process (tests, benchmarks) reuses it.
 * `StartupClock` holds named `time.monotonic_ns` instants from the process's own start (/proc) on; its
@@ -28,6 +30,7 @@ import time
 from typing import Any, Callable, Optional
 
 _PARK = threading.Event()  # never set: the thread that started Ray's processes waits on it forever
+_REAPERS: list = []  # rtctl.ray_reaper processes: their pipe must stay open (referenced) while we live
 
 
 def process_start_ns() -> Optional[int]:
@@ -146,6 +149,10 @@ class ActorStart:
         try:
             policy_cfg, rate_hz, actor_cfg, max_concurrency, avoid_cpu = self._args
             how = self.clock.ray = init_ray(actor_cfg.address)
+            if how == "started":  # ends the cluster's processes if this process dies without shutting it down
+                from rtctl import ray_reaper
+
+                _REAPERS.append(ray_reaper.start(os.getpid()))
             self.clock.mark("ray_ready")
             client = RayActorClient(policy_cfg, rate_hz, actor_cfg, max_concurrency, avoid_cpu=avoid_cpu)
             self.clock.mark("actor_ready")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from rtctl.config import ConfigError, StrictModel, dump_config, load_config
 from rtctl.control import ControlLoop
 from rtctl.policy_actor import ActorConfig
 from rtctl.policy_factory import PolicyConfig
-from rtctl.report.runfolder import RunFolder, RunLogError, check_out_dir, default_run_dir, peak_rss_mb
+from rtctl.report.runfolder import (RunFolder, RunLogError, Terminated, check_out_dir, default_run_dir,
+                                    peak_rss_mb)
 from rtctl.shielding import ShieldSection, make_shield
 from rtctl.tick import TickConfig, TickStats, run_loop
 
@@ -205,7 +207,7 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
     task = getattr(cfg.driver, "task", None)
     from rtctl.policy_factory import check_checkpoint
 
-    check_checkpoint(cfg.policy, rate)  # here, not in the actor: one line before anything starts
+    check_checkpoint(cfg.policy, rate, driver.spec.action_dim)  # here, not in the actor: one line before anything starts
     bound = disturbance_bound(cfg.scheduler.disturbance, cfg.shield.max_joint_speed if cfg.shield.enabled else None,
                               driver.spec.action_dim)
     folder = RunFolder(out_dir, dump_config(cfg))
@@ -215,6 +217,7 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
         on_folder(folder)
     client = None
     stop = threading.Event()
+    loop_running = threading.Event()
     stopped_by: dict[str, str] = {}
     old_handlers: dict = {}
     if threading.current_thread() is threading.main_thread():
@@ -222,6 +225,8 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
             stop.set()
             stopped_by.setdefault("reason", "interrupted (SIGINT)" if signum == signal.SIGINT else
                                   "terminated (SIGTERM)")
+            if not loop_running.is_set():  # still starting (waiting for Ray, the actor, the driver): unwind now
+                raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
         old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     t_start = time.monotonic()
     stats = None
@@ -241,6 +246,9 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
         driver.connect()
         if cfg.actor.enabled:
             client = client.result(on_event=folder.event)  # the RayActorClient
+            if old_handlers:  # Ray's core worker put its fatal-signal handler in front of ours for SIGTERM: it
+                for sig in old_handlers:  # aborts the process (exit 134) 3 s after the signal, mid safe stop
+                    signal.signal(sig, on_signal)
             warm = client.warm_up(driver.read())
             client.startup.mark("warm")
             folder.event("policy_actor_started", **client.info, startup_s=client.startup_s(), warm_up_s=warm)
@@ -250,7 +258,7 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
         loop = ControlLoop(driver, make_scheduler, client, rate, cfg.episodes, shield=shield, on_event=folder.event)
         n_ticks = int(math.ceil(cfg.duration_s * rate))
         stats = TickStats(rate)
-        bar = _progress(n_ticks, progress)
+        bar = _progress(n_ticks, progress and sys.stderr.isatty())  # no bar in a log file
         t0_ns = time.monotonic_ns()
         folder.event("loop_started", t0_ns=t0_ns)  # anchors the rows' *_ms times on the host's monotonic clock
 
@@ -264,7 +272,7 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
         def done(timing, end_ns, missed) -> None:
             if timing.index == 0 and getattr(client, "startup", None) is not None:
                 client.startup.mark("first_command", end_ns)
-            if timing.index % partial_every == partial_every - 1:  # cheap: counts only, no percentiles
+            if timing.index % partial_every == 0:  # from the first tick on; cheap: counts only, no percentiles
                 folder.write_partial({"stopped_by": "running (partial summary)", "ticks": timing.index + 1,
                                       "deadline_misses": stats.misses, "episodes": len(loop.episodes),
                                       "counts": loop.counts(), "wall_s": time.monotonic() - t_start})
@@ -279,6 +287,7 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
                 bar.refresh()
 
         io_threads = driver.io_thread_ids() if hasattr(driver, "io_thread_ids") else []
+        loop_running.set()
         stats = run_loop(cfg.tick, work, max_ticks=n_ticks, on_tick_done=done, stats=stats,
                          share_cpu_threads=io_threads)
         if bar is not None:
@@ -290,9 +299,10 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
                 err.safe_state = getattr(driver, "safe_state", "the arm holds its last command")
             except AttributeError:  # exceptions without a __dict__
                 pass
-        folder.event("stopped", reason=stopped_by["reason"])
         raise
     finally:
+        # when the loop ended, on the host's monotonic clock (the fault drills measure log loss against it)
+        folder.event("stopped", reason=stopped_by.get("reason", "completed"), t_ns=time.monotonic_ns())
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         _safe_stop(driver, folder)
@@ -304,6 +314,7 @@ def execute(cfg: Any, driver: Any, shield: Any, out_dir: Path, progress: bool = 
             summary = summarize(loop, stats or TickStats(rate), time.monotonic() - t_start,
                                 {"stopped_by": stopped_by.get("reason", "completed"),
                                  "restarts": getattr(client, "restarts", 0),
+                                 "actor": client.pool.summary() if hasattr(client, "pool") else None,
                                  "startup_s": client.startup_s() if hasattr(client, "startup_s") else None,
                                  "mode": cfg.scheduler.mode, "task": task,
                                  "shield": shield.counts() if shield is not None else None,

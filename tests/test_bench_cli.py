@@ -93,3 +93,23 @@ def test_wall_configs_validate(tmp_path):
         path.write_text(yaml.safe_dump(cfg))
         got = load_config(path, RunConfig)
         assert got.scheduler.mode == mode and got.scheduler.delay_ticks == fixed and got.episodes == 1
+
+
+def test_fault_drill_figures_from_a_run_folder(tmp_path):
+    """`rtctl bench faults` reads its columns from the folder: log lost against the `stopped` event on the
+    host's clock, the largest applied-command step after the fault over the baseline's p99, episode resets
+    not counted as steps."""
+    from rtctl.bench import fault_figures as faults
+
+    t0 = 10_000_000_000
+    rows = [{"t_end_ms": 100.0 * i, "episode": 0 if i < 5 else 1, "applied": [0.01 * i, 0.0]} for i in range(8)]
+    rows[6]["applied"] = [0.5, 0.0]  # a jump after the fault (episode 1, ticks 5 → 6)
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "events.jsonl").write_text(json.dumps({"event": "loop_started", "t0_ns": t0}) + "\n"
+                                           + json.dumps({"event": "stopped", "t_ns": t0 + 1_000_000_000}) + "\n")
+    st = faults.steps(rows)
+    assert len(st) == 6 and max(st) > 0.4  # 7 pairs, one across the episode reset left out
+    fig = faults.run_figures({"run": 0.01}, tmp_path, t0 + 450_000_000, "run")
+    assert fig["log_lost_s"] == 0.3  # stopped at 1.0 s, last row ended at 0.7 s
+    assert fig["summary"] == "none" and fig["stop_s"] == 0.25
+    assert fig["jump_ratio"] == round((0.5 - 0.05) / 0.01, 2)

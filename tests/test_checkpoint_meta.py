@@ -181,3 +181,14 @@ def test_exported_mlp_meta(tmp_path):
     design = export_actor(tmp_path / "design.pt", Actor(1, 1, [8]), [8], ["bias"], gym_spec, {"kind": "opamp"})
     assert read_checkpoint_meta(design)["rate_hz"] is None
     assert np.isfinite(make_policy(cfg, 50.0).predict_chunk({**env.arm.reset(seed=0)[0], "tick": 0}).actions).all()
+
+
+def test_checkpoint_of_another_kind_or_action_size_is_refused_before_loading(bc_ckpt):
+    from rtctl.policy_factory import check_checkpoint
+
+    with pytest.raises(ConfigError, match="is a 'bc' checkpoint, which policy.type 'mlp'") as err:
+        check_checkpoint(PolicyConfig(type="mlp", checkpoint=str(bc_ckpt), horizon=1), 30.0)
+    assert str(bc_ckpt) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="outputs 6 actions per row but the driver takes 2"):
+        check_checkpoint(bc_cfg(bc_ckpt), 30.0, action_dim=2)
+    assert check_checkpoint(bc_cfg(bc_ckpt), 30.0, action_dim=6)["kind"] == "bc"

@@ -75,7 +75,7 @@ def test_estop_message_disables_torque_and_stops(tmp_path):
         try:
             main(_config(tmp_path, estop_address=address), out, duration=20.0)
         except DriverError as err:
-            result["error"] = str(err)
+            result["error"], result["type"] = str(err), type(err).__name__
 
     t = threading.Thread(target=deploy)
     t.start()
@@ -90,6 +90,7 @@ def test_estop_message_disables_torque_and_stops(tmp_path):
     assert send_estop(address)  # acknowledged
     t.join(timeout=60)
     assert "operator e-stop (message): torque disabled on ['shoulder_pan'" in result.get("error", ""), result
+    assert result["type"] == "EStopped"  # a stop, not a fault: the CLI exits 5, not 3
     summary = json.loads((out / "summary.json").read_text())
     assert "e-stop" in summary["stopped_by"] and summary["ticks"] < 600
     assert not send_estop(address, timeout_s=0.2)  # nobody listens any more: not acknowledged

@@ -1,5 +1,7 @@
 """Async deployment with a real Ray actor and real MuJoCo: end to end, actor death, a too-slow actor."""
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,16 +29,37 @@ def ray_local():
     ray.shutdown()
 
 
-def _loop(task, latency_ms, mode="async_rollforward", events=None):
+def _loop(task, latency_ms, mode="async_rollforward", events=None, standby=0):
     driver = SimArmDriver(task, 30.0, seed=3)
     driver.connect()
     client = RayActorClient(PolicyConfig(type="expert", v_max=1.0, extra_latency_ms=latency_ms), 30.0,
-                            ActorConfig(enabled=True, max_restarts=3), max_concurrency=2,
+                            ActorConfig(enabled=True, max_restarts=3, standby=standby), max_concurrency=2,
                             on_event=lambda kind, **kw: events.append((kind, kw)) if events is not None else None)
     est = DelayEstimator()
     loop = ControlLoop(driver, lambda: ChunkScheduler(mode, 50, 25, driver.spec.action_low,
-                                                      driver.spec.action_high, delay=est), client, 30.0)
+                                                      driver.spec.action_high, delay=est), client, 30.0,
+                       on_event=lambda kind, **kw: events.append((kind, kw)) if events is not None else None)
     return driver, client, loop
+
+
+def _kill_active_and_run(loop, client, events, until_event):
+    """kill -9 the serving actor's worker at tick 45; run until ``until_event`` was logged and chunks flowed
+    again (bounded by ticks, not by time: a restart can take many seconds on a loaded box)."""
+    commands, at_kill = [], {}
+
+    def work(t):
+        if t.index == 45:
+            at_kill["chunks"] = loop.counts()["chunks"]
+            at_kill["pid"] = client.pool.serving.pid
+            os.kill(at_kill["pid"], signal.SIGKILL)
+        ok = loop.tick(t.index)
+        commands.append((loop.last_row["episode"], loop.last_row["applied"].copy()))
+        seen = any(kind == until_event for kind, _ in events)
+        return ok and not (t.index > 45 and seen and loop.counts()["chunks"] >= at_kill["chunks"] + 2)
+
+    run_loop(TickConfig(rate_hz=30), work, max_ticks=2400)
+    steps = [np.abs(b - a).max() for (ea, a), (eb, b) in zip(commands, commands[1:]) if ea == eb]
+    return at_kill, steps
 
 
 def test_end_to_end_async_run_with_ray_actor_and_mujoco(tmp_path, ray_local):
@@ -65,24 +88,35 @@ scheduler: {mode: async_rollforward, exec_steps: 25}
 def test_killed_actor_holds_restarts_and_the_run_continues(ray_local):
     events = []
     driver, client, loop = _loop("reach", 50, events=events)
-    commands, chunks_at_kill = [], {}
-
-    def work(t):
-        if t.index == 45:
-            chunks_at_kill["n"] = loop.counts()["chunks"]
-            client.kill()  # Ray restarts it (max_restarts); its in-flight request fails
-        ok = loop.tick(t.index)
-        commands.append((loop.last_row["episode"], loop.last_row["applied"].copy()))
-        # stop once chunks flow again after the restart (a restart can take many seconds on a loaded box)
-        return ok and not (t.index > 45 and loop.counts()["chunks"] >= chunks_at_kill["n"] + 2)
-
-    run_loop(TickConfig(rate_hz=30), work, max_ticks=2400)
-    counts = loop.counts()
-    assert any(kind == "policy_actor_failed" for kind, _ in events)
-    assert counts["failed_inferences"] >= 1
-    assert counts["chunks"] >= chunks_at_kill["n"] + 2  # chunks kept coming after the restart
-    steps = [np.abs(b - a).max() for (ea, a), (eb, b) in zip(commands, commands[1:]) if ea == eb]
+    at_kill, steps = _kill_active_and_run(loop, client, events, "policy_actor_recovered")
+    kinds = [k for k, _ in events if k.startswith("policy_actor")]
+    # one death is one failure and one restart, however many requests it took with it
+    assert kinds.count("policy_actor_failed") == 1 and client.restarts == 1, kinds
+    assert kinds.index("policy_actor_failed") < kinds.index("policy_actor_restarted") < kinds.index(
+        "policy_actor_recovered")
+    restarted = dict(events)["policy_actor_restarted"]
+    assert restarted["old_pid"] == at_kill["pid"] != restarted["pid"] and restarted["down_s"] > 0
+    assert loop.counts()["failed_inferences"] >= 1
+    assert loop.counts()["chunks"] >= at_kill["chunks"] + 2  # chunks kept coming after the restart
     assert max(steps) < 0.1  # held, never jumped (episode resets in sim excluded)
+    client.close()
+
+
+def test_warm_standby_takes_over_and_the_dead_actor_comes_back_as_standby(ray_local):
+    events = []
+    driver, client, loop = _loop("reach", 50, events=events, standby=1)
+    standby_pid = client.pool.slots[1].pid
+    at_kill, steps = _kill_active_and_run(loop, client, events, "policy_actor_restarted")
+    kinds = [k for k, _ in events if k.startswith("policy_actor")]
+    assert kinds.count("policy_actor_failed") == 1 and client.restarts == 1, kinds
+    assert kinds.index("policy_actor_failed") < kinds.index("policy_actor_takeover") < kinds.index(
+        "policy_actor_recovered")
+    ev = dict(events)
+    assert ev["policy_actor_takeover"]["pid"] == standby_pid and ev["policy_actor_recovered"]["via"] == "standby"
+    assert client.pool.serving.pid == standby_pid  # it kept serving after the dead one came back
+    assert ev["policy_actor_restarted"]["old_pid"] == at_kill["pid"] and ev["policy_actor_restarted"]["role"] == "standby"
+    assert client.pool.summary()["takeovers"] == 1
+    assert max(steps) < 0.1
     client.close()
 
 

@@ -159,3 +159,45 @@ def test_a_log_write_error_stops_the_run_with_one_line(tmp_path):
     assert driver.env is None  # disconnected: the safe stop ran
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stopped_by"].startswith("RunLogError") and summary["ticks"] < 30 * 30
+
+
+def test_a_run_with_a_ray_actor_stops_cleanly_and_leaves_nothing_running(tmp_path):
+    """SIGTERM: exit 0 with a complete folder, no fatal-signal dump from Ray's handler (it used to abort the
+    process 3 s later, exit 134), and every process the run started (Ray's head, agents, the policy worker)
+    gone. SIGKILL: the run cannot clean up, so rtctl.ray_reaper does — nothing is left either."""
+    from rtctl.bench.procs import Watched
+    from rtctl.report.runfolder import read_events
+
+    cfg = tmp_path / "actor.yaml"
+    cfg.write_text("duration_s: 60\nplots: false\ndriver: {type: sim_arm, task: reach}\n"
+                   "policy: {type: expert, v_max: 1.0, extra_latency_ms: 60}\nactor: {enabled: true, num_cpus: 1}\n")
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        out = tmp_path / f"run-{sig.name}"
+        w = Watched(RTCTL + ["run", str(cfg), "--out", str(out)], cwd=ROOT)
+        started = w.wait_until(lambda: any(e["event"] == "loop_started" for e in read_events(out))
+                               and (out / "log.jsonl").stat().st_size > 0, 120)
+        assert started, w.finish(10) and w.stderr[-2000:]
+        assert w.seen  # Ray's processes were seen below the run
+        w.send(sig)
+        code = w.finish(60)
+        left = w.leftovers(30)
+        w.kill_leftovers()
+        assert not left, left
+        if sig == signal.SIGTERM:
+            assert code == 0 and "SIGTERM received" not in w.stderr, w.stderr[-2000:]
+            summary = json.loads((out / "summary.json").read_text())
+            assert summary["stopped_by"] == "terminated (SIGTERM)"
+            assert "stopped" in [e["event"] for e in read_events(out)]
+        else:
+            assert code == -signal.SIGKILL
+            assert json.loads((out / "summary.json").read_text())["stopped_by"].startswith("running")  # partial
+    # SIGTERM while Ray and the actor are still starting: the start unwinds at once, exit 0, nothing left
+    out = tmp_path / "run-starting"
+    w = Watched(RTCTL + ["run", str(cfg), "--out", str(out)], cwd=ROOT)
+    assert w.wait_until(lambda: bool(w.seen), 120)  # Ray's first process is up
+    w.send(signal.SIGTERM)
+    code = w.finish(60)
+    left = w.leftovers(30)
+    w.kill_leftovers()
+    assert code == 0 and not left, (w.stderr[-2000:], left)
+    assert "terminated (SIGTERM)" in w.stderr.strip().splitlines()[-1]

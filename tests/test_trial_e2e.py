@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from rtctl.config import ConfigError, load_config
-from rtctl.report.runfolder import read_events, read_log
+from rtctl.report.runfolder import read_events, read_log, read_log_checked
 from rtctl.safety.vehicle_model import Road
 from rtctl.trial.config import TrialConfig
 from rtctl.trial.glue import neighbour_rows
@@ -119,7 +119,13 @@ def test_killed_car_goes_stale_and_the_follower_keeps_its_gap(tmp_path):
     run = main(write_config(tmp_path, faults={"kill": {"car0": 1.0}}, plots=False), tmp_path / "run", duration=3.5)
     s = json.loads((run / "summary.json").read_text())
     assert s["collisions"] == 0, s["collision_events"]
-    assert s["killed"]["car0"] >= 1.0 and s["per_car"]["car0"]["summary"].startswith("missing")
+    assert s["killed"]["car0"] >= 1.0 and s["per_car"]["car0"]["summary"].startswith("partial")
+    # SIGKILL keeps the evidence written so far: whole rows, the events file, the partial summary (with its pid)
+    rows, _ = read_log_checked(run / "cars" / "car0")
+    assert rows and all("t" in r and "v" in r for r in rows)
+    assert (run / "cars" / "car0" / "events.jsonl").is_file()
+    partial = json.loads((run / "cars" / "car0" / "summary.json").read_text())
+    assert partial["stopped_by"] == "running (partial summary)" and partial["pid"] == s["pids"]["car0"]
     follower = s["per_car"]["car2"]
     assert follower["fault"] is None and follower["interventions"] > 0
     ages = s["message_age_s"]["car2"]

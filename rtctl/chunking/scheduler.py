@@ -242,11 +242,11 @@ class ChunkScheduler:
         req = self.in_flight.pop(arrival.request_id, None)
         if req is None:
             return 0
-        self.delay.record(tick - req.launch_tick)
-        if arrival.actions is None:
+        if arrival.actions is None:  # not a delay measurement: a dead actor's failures come late or at once
             self.counts["failed_inferences"] += 1
             self.successor_launched = False
             return 0
+        self.delay.record(tick - req.launch_tick)
         why = self._valid(arrival.actions)
         if why is not None:
             self.counts["rejected_chunks"] += 1

@@ -9,7 +9,8 @@ Never lose evidence: the writer drains and flushes every ``flush_every_s`` (0.25
 most that much of log.jsonl; events go to events.jsonl as they happen (same drain); summary.json is
 replaced atomically (temp file + rename), first by the partial summaries the run hands over while it runs
 (`write_partial`), last by the final one. A write error (a full disk, EIO) never kills the writer thread
-with a traceback: it is kept in ``error`` (one line naming the folder) for the run loop to stop on.
+with a traceback: it is kept in ``error`` (one line naming the folder) for the run loop to stop on; events
+and summaries are still tried after it (they may be on a file that can still be written).
 """
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ class RunLogError(OSError):
     """The run's evidence could not be written (full disk, I/O error): the run stops safely."""
 
 
+class Terminated(Exception):
+    """SIGTERM before the run's loop started: the start unwinds; a clean stop (the CLI exits 0)."""
+
+    def __init__(self) -> None:
+        super().__init__("terminated (SIGTERM) during start-up")
+
+
 class RunFolder:
     """Owns one run folder; use as a context manager so the log is flushed on any exit."""
 
@@ -98,15 +106,20 @@ class RunFolder:
         self._partial = summary
 
     def _drain(self) -> None:
-        if self.error is not None:  # after a write error nothing more is written (the run is stopping)
+        """Rows, then events, then the partial summary. After a write error the rows are dropped (the run is
+        stopping), but events and summaries are still tried: on a disk that is not quite full, or when only
+        the log file failed, the `stopped` event and the summary still land."""
+        if self.error is None:
+            try:
+                while self._pending:
+                    row = self._pending.popleft()
+                    self._log.write(json.dumps(to_jsonable(row), separators=(",", ":")) + "\n")
+                self._log.flush()
+            except OSError as err:
+                self._fail(err)
+        if self.error is not None:
             self._pending.clear()
-            self._pending_events.clear()
-            return
         try:
-            while self._pending:
-                row = self._pending.popleft()
-                self._log.write(json.dumps(to_jsonable(row), separators=(",", ":")) + "\n")
-            self._log.flush()
             while self._pending_events:
                 self._events_f.write(json.dumps(to_jsonable(self._pending_events.popleft())) + "\n")
             self._events_f.flush()
@@ -114,7 +127,11 @@ class RunFolder:
             if partial is not None:
                 self.write_json("summary.json", partial)
         except OSError as err:
-            self.error = f"cannot write the run log in {self.path}: {err.strerror or err}"
+            self._pending_events.clear()
+            self._fail(err)
+
+    def _fail(self, err: OSError) -> None:
+        self.error = self.error or f"cannot write the run log in {self.path}: {err.strerror or err}"
 
     def _drain_loop(self) -> None:
         while not self._stop.wait(self._flush_every_s):

@@ -6,6 +6,14 @@ pick a behaviour every 1/policy_hz, filter the behaviour's reference command thr
 and broadcast the own state every 1/v2v_hz. A latched e-stop (any peer's, the operator's included) replaces
 the command by the shield's fallback (full braking in lane) for the rest of the run. A DriverError ends the
 loop with the car braking. Everything lands in <run>/cars/<id>/ (log.jsonl, events.jsonl, summary.json).
+
+Evidence (rtctl.report.runfolder): rows and events reach the disk every 0.25 s; summary.json is a partial
+summary (same keys, cheap figures, ``stopped_by: "running (partial summary)"``) from the first tick on and every
+5 s, replaced by the final one at the end. SIGTERM to this process is a clean stop; SIGINT is ignored (the
+launcher relays Ctrl-C as an e-stop). A log write error (full disk, EIO) stops the car like a driver fault.
+Every way out of the loop brakes and writes the final summary, whose ``stopped_by`` says which one it was:
+"end of trial", "stopped by the launcher (...)", "terminated (SIGTERM)", or the fault line (``fault``: a driver
+fault, the log error naming the folder, or the SIGTERM).
 """
 from __future__ import annotations
 
@@ -81,12 +89,16 @@ class Car:
         self.drive_lane: int | None = None  # the latched lane (as in training: rtctl.sim.cars.vec_env)
         self.accel = 0.0
         self.ages: dict[str, list[float]] = defaultdict(list)
+        self.age_max: dict[str, float] = defaultdict(float)  # running: a partial summary never scans the lists
         self.margin_max: dict[str, float] = defaultdict(float)
         self.counts = {"ticks": 0, "interventions": 0, "fallbacks": 0, "estop_ticks": 0, "collided_ticks": 0}
         self.fault: str | None = None
+        self.stopped_by = "never started"
+        self.t_start_ns: int | None = None  # the trial's common start (the log rows' t = 0)
         self.local_estop: str | None = None  # from the launcher's pipe (its signal or key), bus or not
         self.estop_at: float | None = None
         self.distance = 0.0
+        self.last_tick_s: float | None = None  # the last tick's start, s since the trial's start (the rows' clock)
         self.s0: float | None = None
 
     def table(self, obs, s: float, now_ns: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -105,6 +117,7 @@ class Car:
 
     def tick(self, k: int, t_start_ns: int) -> bool:
         now = time.monotonic_ns()
+        self.last_tick_s = round((now - t_start_ns) / 1e9, 4)
         obs = self.driver.read()
         s, y, psi, v = (float(x) for x in obs["state"])
         if self.s0 is None:
@@ -123,6 +136,7 @@ class Car:
                 self.drive_lane = target
             for n in self.node.snapshot(now):
                 self.ages[n.id].append(n.age_s)
+                self.age_max[n.id] = max(self.age_max[n.id], n.age_s)
         estop = self.node.estop is not None or self.local_estop is not None
         state_age = max(now - obs["t_ns"], 0) / 1e9
         if estop:
@@ -183,69 +197,124 @@ class Car:
             if j is not None:
                 self.margin_max[n.id] = max(self.margin_max[n.id], float(nb[j][7]))
 
-    def summary(self, stats: TickStats | None) -> dict:
-        pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
-        ages = {peer: {"n": len(a), "p50": pct(a, 50), "p99": pct(a, 99), "max": max(a)}
+    def summary(self, stats: TickStats | None, partial: bool = False) -> dict:
+        """The car's summary.json; ``partial``: the same keys at a cost the tick can pay every 5 s (counts and
+        running maxima; the percentiles are None until the final summary)."""
+        pct = (lambda a, q: float(np.percentile(a, q)) if len(a) and not partial else None)
+        ages = {peer: {"n": len(a), "p50": pct(a, 50), "p99": pct(a, 99), "max": self.age_max[peer]}
                 for peer, a in self.ages.items()}
         ticks = max(self.counts["ticks"], 1)
-        return {"id": self.id, "pid": os.getpid(), **self.counts,
+        if stats is None:
+            tick = None
+        elif partial:
+            tick = {"ticks": len(stats.work_us), "deadline_misses": stats.misses, "skipped_slots": stats.skipped_slots}
+        else:
+            tick = stats.summary()
+        return {"id": self.id, "pid": os.getpid(), "stopped_by": "running (partial summary)" if partial else
+                self.stopped_by, **self.counts,
                 "intervention_rate": self.counts["interventions"] / ticks, "fault": self.fault,
-                "estop_at_s": self.estop_at, "distance_m": self.distance, "target_speed": self.target_speed,
+                "estop_at_s": self.estop_at, "last_tick_s": self.last_tick_s, "distance_m": self.distance, "target_speed": self.target_speed,
                 "message_age_s": ages, "age_margin_max_m": dict(self.margin_max),
                 "shield": self.shield.counts.as_dict(), "v2v": self.node.stats(),
                 "v2v_drops_by_peer": {f"{p}:{r}": n for (p, r), n in self.node.drops_by_peer.items()},
-                "tick": stats.summary() if stats else None, "peak_rss_mb": peak_rss_mb()}
+                "tick": tick, "peak_rss_mb": peak_rss_mb()}
 
 
 def car_main(cfg_json: str, car_id: str, keys_dir: str | None, out_dir: str, world_endpoint: str | None,
              conn) -> None:
+    signals = proc.ChildSignals().install()  # first: a SIGTERM from here on is a clean stop
     cfg = TrialConfig.model_validate_json(cfg_json)
     car = Car(cfg, car_id, keys_dir, Path(out_dir))
     stats: TickStats | None = None
     try:
-        if cfg.mode == "sim" and world_endpoint is None:  # started beside the world: its address comes later
-            msg = proc.recv(conn, cfg.startup_timeout_s)
-            if msg is None or "world" not in msg:
-                raise RuntimeError("the launcher never sent the sim world's address")
-            world_endpoint = msg["world"]
-        car.driver = make_driver(cfg, car.car, world_endpoint, car.params)
-        car.driver.connect()
-        proc.send(conn, ready=car.car.v2v_endpoint or car.node.endpoint, pid=os.getpid())
-        start = proc.recv(conn, cfg.startup_timeout_s)
-        if start is None or "stop" in start:
-            raise RuntimeError("the launcher never started the trial")
-        for peer, endpoint in start["peers"].items():
-            if peer != car_id:
-                car.node.add_peer(peer, endpoint)
-        t_start, end = start["t_start_ns"], {"t": start["t_end_ns"]}
-        while time.monotonic_ns() < t_start:
-            car.node.poll(5)  # subscriptions settle before the first tick
-        stats = TickStats(rate_hz=cfg.rates.control_hz)
-
-        def work(timing) -> bool:
-            if timing.index % car.policy_every == 0 and conn.poll():
-                msg = proc.recv(conn)
-                if "stop" in msg:
-                    return False
-                end["t"] = msg.get("t_end_ns", end["t"])  # an e-stop shortens the run
-                car.local_estop = car.local_estop or msg.get("estop")
-            if time.monotonic_ns() >= end["t"]:
-                return False
-            return car.tick(timing.index, t_start)
-
-        run_loop(proc.shared_tick(cfg.rates.control_hz), work, stats=stats)
+        start = _start(car, cfg, conn, signals, world_endpoint)
+        if start is not None:
+            stats = TickStats(rate_hz=cfg.rates.control_hz)
+            run_loop(proc.shared_tick(cfg.rates.control_hz), _work(car, cfg, conn, signals, start, stats),
+                     stats=stats)
     except DriverError as err:
-        car.fault = str(err)
+        car.fault = car.stopped_by = str(err)
         car.folder.event("driver_fault", error=str(err))
+    except BaseException as err:  # anything unforeseen: the summary says it, the traceback still follows
+        car.fault = car.stopped_by = f"{type(err).__name__}: {err}"
+        raise
     finally:
+        if signals.stop is not None:
+            car.fault = car.fault or signals.stop
+            car.stopped_by = signals.stop
         driver = getattr(car, "driver", None)
         if driver is not None:
             try:
                 driver.write(np.array([-car.params.brake_max, 0.0]))  # the world / VESC timeout brakes too
+                now = time.monotonic_ns()
+                car.folder.event("brake", reason=car.stopped_by, accel=-car.params.brake_max, t_ns=now,
+                                 t=None if car.t_start_ns is None else round((now - car.t_start_ns) / 1e9, 4))
             except (DriverError, ValueError):
                 pass
             driver.disconnect()
         summary = car.summary(stats)
         car.folder.close(summary)
         car.node.close()
-        proc.send_quietly(conn, done=True, fault=car.fault)
+        proc.send_quietly(conn, done=True, fault=car.fault, log_error=car.folder.error)
+
+
+def _start(car: Car, cfg: TrialConfig, conn, signals: proc.ChildSignals, world_endpoint: str | None) -> dict | None:
+    """Connect, report ready, wait for the common start; the start message, or None after a SIGTERM."""
+    if cfg.mode == "sim" and world_endpoint is None:  # started beside the world: its address comes later
+        msg = proc.recv(conn, cfg.startup_timeout_s, signals)
+        if signals.stop is not None:
+            return None
+        if msg is None or "world" not in msg:
+            raise RuntimeError("the launcher never sent the sim world's address")
+        world_endpoint = msg["world"]
+    car.driver = make_driver(cfg, car.car, world_endpoint, car.params)
+    car.driver.connect()
+    proc.send(conn, ready=car.car.v2v_endpoint or car.node.endpoint, pid=os.getpid())
+    start = proc.recv(conn, cfg.startup_timeout_s, signals)
+    if signals.stop is not None:
+        return None
+    if start is None or "stop" in start:
+        raise RuntimeError("the launcher never started the trial")
+    car.t_start_ns = start["t_start_ns"]
+    for peer, endpoint in start["peers"].items():
+        if peer != car.id:
+            car.node.add_peer(peer, endpoint)
+    while time.monotonic_ns() < start["t_start_ns"]:
+        if signals.stop is not None:
+            return None
+        car.node.poll(5)  # subscriptions settle before the first tick
+    return start
+
+
+def _work(car: Car, cfg: TrialConfig, conn, signals: proc.ChildSignals, start: dict, stats: TickStats):
+    """The tick's work: stop checks first (SIGTERM, the log, the launcher, the end time), then the car's tick."""
+    t_start, end = start["t_start_ns"], {"t": start["t_end_ns"]}
+    partial_every = max(1, int(5 * cfg.rates.control_hz))  # summary.json current to within 5 s
+    disk_full_at = cfg.faults.disk_full.get(car.id)
+
+    def work(timing) -> bool:
+        nonlocal disk_full_at
+        if signals.stop is not None:
+            return False
+        if car.folder.error is not None:  # the evidence cannot be written: stop (the finally brakes)
+            car.fault = car.stopped_by = car.folder.error
+            return False
+        if timing.index % car.policy_every == 0 and conn.poll():
+            msg = proc.recv(conn)
+            if "stop" in msg:
+                car.stopped_by = f"stopped by the launcher ({msg['stop']})"
+                return False
+            end["t"] = msg.get("t_end_ns", end["t"])  # an e-stop shortens the run
+            car.local_estop = car.local_estop or msg.get("estop")
+        now = time.monotonic_ns()
+        if now >= end["t"]:
+            car.stopped_by = "end of trial"
+            return False
+        if disk_full_at is not None and now >= t_start + disk_full_at * 1e9:
+            proc.fill_disk(car.folder.path)  # injected: the next drain fails with ENOSPC
+            disk_full_at = None
+        if timing.index % partial_every == 0:
+            car.folder.write_partial(car.summary(stats, partial=True))
+        return car.tick(timing.index, t_start)
+
+    return work

@@ -73,6 +73,8 @@ class CarConfig(StrictModel):
     def _id(cls, v: str) -> str:
         if v == "op":
             raise ValueError("car id 'op' is the operator's e-stop sender")
+        if v == "world":
+            raise ValueError("car id 'world' names the sim world's process (faults.term, faults.disk_full)")
         return check_id(v, "car id")
 
 
@@ -109,7 +111,12 @@ class SimSettings(StrictModel):
 
 
 class Faults(StrictModel):
-    kill: dict[str, float] = Field(default_factory=dict)  # car id -> seconds after start: SIGKILL its process
+    """Faults injected at a time in seconds after the trial's start (tests, drills, `rtctl bench faults`)."""
+
+    kill: dict[str, float] = Field(default_factory=dict)  # car id -> SIGKILL its process (sent by the launcher)
+    term: dict[str, float] = Field(default_factory=dict)  # car id or "world" -> SIGTERM its process (launcher)
+    disk_full: dict[str, float] = Field(default_factory=dict)  # car id or "world" -> its run folder's open
+    # files point at /dev/full (ENOSPC on the next write; done by the process itself, rtctl.trial.proc.fill_disk)
     estop_at_s: Optional[float] = Field(None, ge=0.0)  # operator e-stop at this time (tests, drills)
 
 
@@ -137,6 +144,15 @@ class TrialConfig(StrictModel):
         unknown = set(self.faults.kill) - set(ids)
         if unknown:
             raise ValueError(f"faults.kill names cars that are not in the trial: {sorted(unknown)}")
+        procs = set(ids) | ({"world"} if self.mode == "sim" else set())
+        for key in ("term", "disk_full"):
+            unknown = set(getattr(self.faults, key)) - procs
+            if unknown:
+                raise ValueError(f"faults.{key} names processes that are not in the trial: {sorted(unknown)} "
+                                 f"(the cars, or 'world' in sim mode)")
+        for key in ("kill", "term", "disk_full"):
+            if any(t < 0 for t in getattr(self.faults, key).values()):
+                raise ValueError(f"faults.{key}: times are seconds after the start, >= 0")
         for c in self.cars:
             for ep in (c.v2v_bind, c.v2v_endpoint):
                 if ep is not None:

@@ -6,11 +6,16 @@ goes quiet), so a killed car process leaves a stopped car on the road. Scripted 
 come from `rtctl.sim.cars`. The world physics runs at `sim.world_hz` from the common start time; before it,
 it answers drivers (so they connect) without moving anything. It records collisions (separating-axis test on
 the car bodies; onsets of each pair), completion times, and a state log, into <run>/world/.
+
+Evidence as in a car's process (rtctl.trial.car): rows flushed every 0.25 s, a partial summary.json from the
+first tick and every 5 s; SIGTERM a clean stop, SIGINT ignored; a log write error stops the world (``fault``
+names the folder). Without its world no sim car drives: the launcher ends the trial when the world stops.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 
 import msgpack
@@ -21,7 +26,7 @@ from rtctl.report.runfolder import RunFolder
 from rtctl.sim.cars.dynamics import PSI, S, V, Y, rectangles_overlap, step, world_corners
 from rtctl.sim.cars.scenarios import AGENT, HUMAN, OBSTACLE, make_scenario
 from rtctl.sim.cars.traffic import human_commands
-from rtctl.tick import run_loop
+from rtctl.tick import TickStats, run_loop
 from rtctl.trial import proc
 from rtctl.trial.config import TrialConfig
 
@@ -151,7 +156,21 @@ class World:
                 "psi": self.cars[:, PSI].round(4), "v": self.cars[:, V].round(4)}
 
 
+def world_summary(world: World, state: dict, stats: TickStats, stopped_by: str, fault: str | None,
+                  partial: bool = False) -> dict:
+    """The world's summary.json; ``partial``: the same keys without the tick percentiles (cheap every 5 s)."""
+    tick = ({"ticks": len(stats.work_us), "deadline_misses": stats.misses, "skipped_slots": stats.skipped_slots}
+            if partial else stats.summary())
+    return {"pid": os.getpid(), "stopped_by": "running (partial summary)" if partial else stopped_by,
+            "fault": fault, "names": world.names, "kind": world.scn.kind.tolist(), "n_agents": world.n,
+            "collisions": list(world.collisions), "completed_at_s": dict(world.completed), "t_sim": world.t_sim,
+            "goal_m": (world.scn.goal_s - world.scn.cars[: world.n, S]).tolist(),
+            "command_timeouts": dict(zip(world.ids, world.timeouts.tolist())),
+            "rejected_requests": state["rejected"], "track": dataclasses.asdict(world.track), "tick": tick}
+
+
 def world_main(cfg_json: str, out_dir: str, conn) -> None:
+    signals = proc.ChildSignals().install()  # first: a SIGTERM from here on is a clean stop
     cfg = TrialConfig.model_validate_json(cfg_json)
     world = World(cfg)
     index = {cid.encode(): i for i, cid in enumerate(world.ids)}
@@ -161,19 +180,35 @@ def world_main(cfg_json: str, out_dir: str, conn) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, 4096)
     sock.bind(f"tcp://{cfg.v2v.host}:*")
     folder = RunFolder(out_dir, cfg_json)
-    proc.send(conn, ready=sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+    proc.send(conn, ready=sock.getsockopt(zmq.LAST_ENDPOINT).decode(), pid=os.getpid())
     dt = 1.0 / cfg.sim.world_hz
     log_every = max(1, int(round(cfg.sim.world_hz / cfg.log_hz)))
-    state = {"t_start": None, "last": None, "ticks": 0, "rejected": 0}
+    partial_every = max(1, int(5 * cfg.sim.world_hz))  # summary.json current to within 5 s
+    state = {"t_start": None, "last": None, "ticks": 0, "rejected": 0, "stopped_by": "never started",
+             "fault": None, "disk_full_at": cfg.faults.disk_full.get("world")}
+    stats = TickStats(rate_hz=cfg.sim.world_hz)
 
     def work(timing) -> bool:
         now = time.monotonic_ns()
+        if signals.stop is not None:
+            state["stopped_by"] = state["fault"] = signals.stop
+            return False
+        if folder.error is not None:  # the evidence cannot be written: stop (every car then brakes)
+            state["stopped_by"] = state["fault"] = folder.error
+            return False
         if conn.poll():
             msg = proc.recv(conn)
             if "stop" in msg:
+                state["stopped_by"] = f"stopped by the launcher ({msg['stop']})"
                 return False
             state["t_start"] = msg["t_start_ns"]
             world.t_cmd[:] = msg["t_start_ns"]  # the timeout counts from the start, not from connect
+        if timing.index % partial_every == 0:
+            folder.write_partial(world_summary(world, state, stats, "", None, partial=True))
+        at = state["disk_full_at"]
+        if at is not None and state["t_start"] is not None and now >= state["t_start"] + at * 1e9:
+            proc.fill_disk(folder.path)  # injected: the next drain fails with ENOSPC
+            state["disk_full_at"] = None
         replies = []
         while True:
             try:
@@ -204,17 +239,15 @@ def world_main(cfg_json: str, out_dir: str, conn) -> None:
             sock.send_multipart([ident, world.reply(i, seq, now)], zmq.NOBLOCK)
         return True
 
-    stats = None
     try:
-        stats = run_loop(proc.shared_tick(cfg.sim.world_hz), work)
+        run_loop(proc.shared_tick(cfg.sim.world_hz), work, stats=stats)
+    except BaseException as err:  # anything unforeseen: the summary says it, the traceback still follows
+        state["stopped_by"] = state["fault"] = f"{type(err).__name__}: {err}"
+        raise
     finally:
-        summary = {"names": world.names, "kind": world.scn.kind.tolist(), "n_agents": world.n,
-                   "collisions": world.collisions, "completed_at_s": world.completed, "t_sim": world.t_sim,
-                   "goal_m": (world.scn.goal_s - world.scn.cars[: world.n, S]).tolist(),
-                   "command_timeouts": dict(zip(world.ids, world.timeouts.tolist())),
-                   "rejected_requests": state["rejected"], "track": dataclasses.asdict(world.track),
-                   "tick": stats.summary() if stats else None}
-        folder.close(summary)
+        if signals.stop is not None:  # a SIGTERM during the last tick or the unwinding
+            state["stopped_by"] = state["fault"] = signals.stop
+        folder.close(world_summary(world, state, stats, state["stopped_by"], state["fault"]))
         sock.close(linger=0)
         ctx.term()
-        proc.send_quietly(conn, done=True)
+        proc.send_quietly(conn, done=True, fault=state["fault"], log_error=folder.error)
