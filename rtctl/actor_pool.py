@@ -10,7 +10,8 @@ Rules:
 * An actor is *down* from the first failed request (RayActorError / ActorUnavailableError), failed ping,
   or — on this host — the moment its worker process is gone, to the first answer from a new worker (its
   pid changed); one failure is one `policy_actor_failed` event however many requests were in flight, and
-  one return is one restart (`restarts` counts those, not failed requests).
+  one return is one restart (`restarts` counts those, not failed requests). Each request and ping
+  remembers the worker it was sent to: an error that comes back from a worker already replaced is old news.
 * Why look at the process: Ray fails a request sent to a killed worker only after its own death check
   (1.6–2 s measured after a kill -9, the arm holding all that time); a worker on this host whose process
   is gone is dead, which `check_local` sees within a tick. An actor on another node keeps Ray's detection.
@@ -40,6 +41,7 @@ class ActorSlot:
     up: bool = True
     failed_ns: Optional[int] = None
     ping_ref: Any = None
+    ping_pid: Optional[int] = None  # the worker the pending ping was sent to
     next_ping_ns: int = 0
 
 
@@ -64,9 +66,11 @@ class ActorPool:
     def serving(self) -> ActorSlot:
         return self.slots[self.active]
 
-    def failed(self, slot: ActorSlot, err: BaseException, now_ns: int) -> None:
-        """A request or ping of ``slot`` failed: mark it down once, and hand over to an up standby."""
-        if not slot.up:
+    def failed(self, slot: ActorSlot, err: BaseException, now_ns: int, pid: Optional[int] = None) -> None:
+        """A request or ping of ``slot``, sent to worker ``pid``, failed: mark it down once, and hand over to an
+        up standby. A failure of a worker the slot no longer runs (an error that came back after the
+        restarted one answered) is not a new failure."""
+        if not slot.up or (pid is not None and pid != slot.pid):
             return
         slot.up, slot.failed_ns = False, now_ns
         self.failures += 1
@@ -120,7 +124,7 @@ class ActorPool:
                 continue
             if slot.ping_ref is None:
                 if now_ns >= slot.next_ping_ns:
-                    slot.ping_ref = slot.handle.ping.remote()
+                    slot.ping_ref, slot.ping_pid = slot.handle.ping.remote(), slot.pid
                     slot.next_ping_ns = now_ns + self.ping_every_ns
                 continue
             ready, _ = self.ray.wait([slot.ping_ref], timeout=0)
@@ -130,7 +134,7 @@ class ActorPool:
             try:
                 info = self.ray.get(ref, timeout=0)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as err:
-                self.failed(slot, err, now_ns)
+                self.failed(slot, err, now_ns, slot.ping_pid)
                 continue
             self.answered(slot, info.get("pid"), now_ns)
             if slot.up and not self.serving.up:  # the active one is still down: this one serves now

@@ -181,7 +181,7 @@ class RayActorClient:
         cls = _actor_class().options(**opts)
         args = (policy_cfg.model_dump(), rate_hz, actor_cfg.torch_threads, avoid_cpu, latency.model_dump())
         handles = [cls.remote(*args) for _ in range(1 + actor_cfg.standby)]  # they start side by side
-        self.refs: dict[Any, tuple[int, int, ActorSlot]] = {}  # ref → (request id, submit ns, actor slot)
+        self.refs: dict[Any, tuple[int, int, ActorSlot, Optional[int]]] = {}  # ref → (request id, submit ns, slot, worker pid)
         self.latencies_s: list[float] = []  # submit → the poll that found the result ready (every answer)
         self.timings: list[RequestTiming] = []  # answered requests with the actor's stamps
         self.startup: Any = None  # a rtctl.ray_start.StartupClock when started by rtctl.ray_start
@@ -216,7 +216,7 @@ class RayActorClient:
 
     def submit(self, req: Request, obs: dict) -> list[Arrival]:
         slot = self.pool.serving
-        self.refs[slot.handle.predict.remote(obs)] = (req.id, time.monotonic_ns(), slot)
+        self.refs[slot.handle.predict.remote(obs)] = (req.id, time.monotonic_ns(), slot, slot.pid)
         self.pool.last_obs = obs
         return []
 
@@ -226,7 +226,7 @@ class RayActorClient:
         if len(self.pool.slots) > 1 or not self.pool.serving.up:
             self.pool.watch(now)
         out = []
-        for ref, (rid, t_sub, slot) in list(self.refs.items()):
+        for ref, (rid, t_sub, slot, _) in list(self.refs.items()):
             if slot.failed_ns is not None and t_sub < slot.failed_ns:  # sent before its actor died: lost
                 del self.refs[ref]
                 out.append(Arrival(rid, None))
@@ -234,12 +234,12 @@ class RayActorClient:
             return out
         ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
         for ref in ready:
-            rid, t_sub, slot = self.refs.pop(ref)
+            rid, t_sub, slot, pid = self.refs.pop(ref)
             self.latencies_s.append((now - t_sub) / 1e9)
             try:
                 res = self.ray.get(ref, timeout=0)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as err:
-                self.pool.failed(slot, err, now)
+                self.pool.failed(slot, err, now, pid)
                 out.append(Arrival(rid, None))
                 continue
             except self.ray.exceptions.RayError as err:

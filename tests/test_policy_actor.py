@@ -127,3 +127,23 @@ def test_actor_slower_than_the_chunk_makes_the_arm_hold(ray_local):
     counts = loop.counts()
     assert counts["starved_ticks"] > 0 and counts["chunks"] >= 2
     client.close()
+
+
+def test_actor_pool_counts_one_failure_and_one_restart_per_death():
+    """The bookkeeping alone (no Ray): an error that comes back from a worker already replaced is not a new
+    failure (seen on a loaded box: a request's error arrived after the restarted worker had answered)."""
+    from rtctl.actor_pool import ActorPool
+
+    events = []
+    pool = ActorPool(None, ["a", "b"], [{"pid": 10}, {"pid": 20}], lambda kind, **kw: events.append((kind, kw)))
+    active = pool.serving
+    pool.failed(active, RuntimeError("died"), 100, pid=10)
+    pool.failed(active, RuntimeError("its other request"), 101, pid=10)
+    assert pool.serving.pid == 20 and pool.takeovers == 1  # the standby took over at once
+    pool.request_answered(100 + 200_000_000)  # 0.2 s after the failure
+    pool.answered(active, 11, 300_000_000)  # Ray brought the dead one back (new pid): now the standby
+    pool.failed(active, RuntimeError("late error of the old worker"), 300_000_001, pid=10)
+    assert [k for k, _ in events] == ["policy_actor_failed", "policy_actor_takeover", "policy_actor_recovered",
+                                      "policy_actor_restarted"]
+    assert (pool.failures, pool.restarts) == (1, 1) and active.up and active.role == "standby"
+    assert dict(events)["policy_actor_recovered"]["since_failure_s"] == 0.2
