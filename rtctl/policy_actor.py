@@ -233,6 +233,7 @@ class RayActorClient:
         if not self.refs:
             return out
         ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
+        now = time.monotonic_ns()  # after the wait: "available" never precedes the actor's done stamp
         for ref in ready:
             rid, t_sub, slot, pid = self.refs.pop(ref)
             self.latencies_s.append((now - t_sub) / 1e9)
