@@ -79,6 +79,21 @@ class Driver(Protocol):
     def disconnect(self) -> None: ...
 
 
+@runtime_checkable
+class EpisodicDriver(Driver, Protocol):
+    """A simulated driver that runs episodes (the sim arm): the control loop ends an episode when
+    ``episode_done``, scores it from ``last_info`` (``success``, and for pop-up targets ``target_events``:
+    appear/end step, position, hit; ``gripper_pos``/``gripper_vel`` for the motion cross-check) and the
+    ``task`` name, then calls ``reset_episode()``. A hardware driver has none of these and runs one long
+    episode."""
+
+    task: str
+    episode_done: bool
+    last_info: Mapping[str, Any]
+
+    def reset_episode(self) -> Any: ...
+
+
 T = TypeVar("T")
 
 

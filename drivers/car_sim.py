@@ -1,6 +1,6 @@
 """`CarSimDriver`: one car of a sim world process, reached over ZeroMQ the way a car's driver reaches its car.
 
-The world (rtctl.trial.world) binds a ROUTER; each car's driver connects a DEALER whose routing id is the car
+The world (rtctl.vehicles.trial.world) binds a ROUTER; each car's driver connects a DEALER whose routing id is the car
 id. `write()` sends the command as one msgpack map {"seq", "cmd": [accel, steer]} without waiting; the world
 answers every message with the car's newest state {"seq", "t_ns", "state": [s, y, ψ, v, steer],
 "pose": [x, y, yaw], "perceived": [[s, y, ψ, v], ...] (non-V2V cars the onboard sensors see, each in its

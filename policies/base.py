@@ -75,7 +75,7 @@ def chunk_for(obs: Observation, actions: np.ndarray) -> ActionChunk:
 
 # -- checkpoint metadata ------------------------------------------------------------------------------------
 # Every checkpoint rtctl writes records what it was trained for, so that a run at another rate is refused
-# (`rtctl.policy_factory.check_checkpoint`) instead of silently playing its chunks faster or slower:
+# (`rtctl.runtime.policies.check_checkpoint`) instead of silently playing its chunks faster or slower:
 #
 # * ``rate_hz``: the control rate its chunk rows are spaced at (None: not known, or not a control policy);
 # * ``horizon``: actions per chunk;

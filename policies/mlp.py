@@ -53,17 +53,6 @@ class Actor(nn.Module):
         return torch.tanh(self.net(obs))
 
 
-class Critic(nn.Module):
-    """Q(obs, action, task code); ``task_dim`` may be 0 (a task-blind critic)."""
-
-    def __init__(self, obs_dim: int, act_dim: int, task_dim: int, hidden: Sequence[int]) -> None:
-        super().__init__()
-        self.net = mlp(obs_dim + act_dim + task_dim, hidden, 1)
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, act, task], dim=-1)).squeeze(-1)
-
-
 def _rotation(quat: Sequence[float]) -> np.ndarray:
     w, x, y, z = quat
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
@@ -93,9 +82,9 @@ def compute_features(obs: Observation, features: Sequence[Mapping[str, Any]]) ->
 
 def export_actor(path: str | Path, actor: Actor, hidden: Sequence[int], obs_keys: Sequence[str],
                  action: Mapping[str, Any], extra: Mapping[str, Any] | None = None,
-                 features: Sequence[Mapping[str, Any]] = (), meta: Mapping[str, Any] | None = None) -> Path:
-    """Write the export, with its checkpoint metadata (``meta``; by default derived from ``action`` and
-    ``extra`` by `rtctl.train.multitask.export_meta`) embedded and in a ``.meta.json`` sidecar."""
+                 features: Sequence[Mapping[str, Any]] = (), *, meta: Mapping[str, Any]) -> Path:
+    """Write the export, with its checkpoint metadata (``meta``: what the trainer knows — rate, units, action
+    names; `rtctl.train.multitask.export.export_meta`) embedded and in a ``.meta.json`` sidecar."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     first = actor.net[0]
@@ -110,10 +99,6 @@ def export_actor(path: str | Path, actor: Actor, hidden: Sequence[int], obs_keys
         "features": [dict(f) for f in features],
         "extra": dict(extra or {}),
     }
-    if meta is None:
-        from rtctl.train.multitask import export_meta  # the env's rate lives with the trainer's env config
-
-        meta = export_meta(blob["action"], blob["extra"])
     blob["meta"] = dict(meta)
     torch.save(blob, path)
     write_checkpoint_meta(path, blob["meta"])

@@ -30,10 +30,10 @@ BENCHES = {
 }
 # name → module with `main(config_path, out_dir=None) -> run folder`
 TRAINERS = {
-    "bc": "rtctl.train.bc",
-    "multitask": "rtctl.train.multitask",
-    "marl": "rtctl.train.marl",
-    "lerobot_act": "rtctl.train.lerobot_act",
+    "bc": "rtctl.train.bc.train",
+    "multitask": "rtctl.train.multitask.train",
+    "marl": "rtctl.train.marl.train",
+    "lerobot_act": "rtctl.train.lerobot.act",
 }
 
 
@@ -72,9 +72,11 @@ def run_cmd(config: Path = typer.Argument(..., help="YAML run config, e.g. confi
             out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/run-<time>)"),
             duration: Optional[float] = typer.Option(None, "--duration", help="seconds to run")) -> None:
     """Deploy a policy on a (sim or hardware) driver under the real-time tick; writes a run folder."""
-    from rtctl.run import run
+    from rtctl.runtime.runner import run
 
-    folder = _guard(run, config, out, duration)
+    from rtctl.train.checkpoints import resolve_checkpoint
+
+    folder = _guard(run, config, out, duration, resolve_policy=resolve_checkpoint)
     summary = (Path(folder) / "summary.json").read_text()
     typer.echo(summary)
     typer.echo(f"run folder: {folder}")
@@ -148,7 +150,7 @@ def eval_cmd(config: Path = typer.Argument(..., help="the multitask training con
              checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint folder (RUN/checkpoint)"),
              out: Optional[Path] = typer.Option(None, "--out", help="also write the figures here (JSON)")) -> None:
     """Mean, worst-task and worst-10 % return of a multitask checkpoint, full set and held-out variations."""
-    from rtctl.evaluate import evaluate
+    from rtctl.train.multitask.evaluate import evaluate
 
     r = _guard(evaluate, config, checkpoint, out)
     for key in ("full_set", "held_out"):
@@ -163,7 +165,7 @@ def export_cmd(config: Path = typer.Argument(..., help="the multitask training c
                checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint folder (RUN/checkpoint)"),
                out: Path = typer.Option(..., "--out", help="policy file to write (.pt)")) -> None:
     """Write a multitask checkpoint's actor as a policy file `rtctl run` loads (policy.type: mlp)."""
-    from rtctl.evaluate import export
+    from rtctl.train.multitask.evaluate import export
 
     typer.echo(f"policy: {_guard(export, config, checkpoint, out)}")
 
@@ -173,8 +175,10 @@ def deploy_cmd(config: Path = typer.Argument(..., help="YAML deploy config, e.g.
                out: Optional[Path] = typer.Option(None, "--out", help="run folder (default runs/deploy-<time>)"),
                duration: Optional[float] = typer.Option(None, "--duration", help="seconds to run")) -> None:
     """Deploy a policy on a LeRobot robot (or the SO-101 servo-bus emulator) under the real-time tick."""
-    deploy = _load("rtctl.deploy", "deploy")
-    folder = _guard(deploy.main, config, out, duration)
+    deploy = _load("rtctl.runtime.deploy", "deploy")
+    from rtctl.train.checkpoints import resolve_checkpoint
+
+    folder = _guard(deploy.main, config, out, duration, resolve_policy=resolve_checkpoint)
     typer.echo((Path(folder) / "summary.json").read_text())
     typer.echo(f"run folder: {folder}")
 
@@ -184,7 +188,7 @@ def estop_cmd(target: Optional[str] = typer.Argument(None, help="the deploy's ru
                                                      "ZeroMQ address; default: the newest runs/*/estop_address")) -> None:
     """Operator e-stop for a running `rtctl deploy`: its driver disables torque and the run stops. Exits 0
     when the run acknowledged within 0.5 s, 1 when none did."""
-    from rtctl.estop import ADDRESS_FILE, address_of, send_estop
+    from rtctl.runtime.estop import ADDRESS_FILE, address_of, send_estop
 
     if target is None:
         found = sorted(Path("runs").glob(f"*/{ADDRESS_FILE}"), key=lambda p: p.stat().st_mtime)
@@ -204,7 +208,7 @@ def trial_cmd(config: Path = typer.Argument(..., help="YAML trial config, e.g. c
               car: Optional[list[str]] = typer.Option(None, "--car", help="run only these cars (hardware: "
                                                       "one per computer)")) -> None:
     """Vehicle trial: a sim world (or the real cars) and one process per car with policy, shield and V2V."""
-    launch = _load("rtctl.trial.launch", "trial")
+    launch = _load("rtctl.vehicles.trial.launch", "trial")
     try:
         folder = _guard(launch.main, config, out, duration, car or None)
     except typer.Exit:

@@ -138,3 +138,9 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
 
 def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def same_config(a: str, b: str) -> bool:
+    """Two dumped configs hold the same values (key order aside: a section moved to a shared class may list
+    its keys in another order; a checkpoint made before still resumes)."""
+    return yaml.safe_load(a) == yaml.safe_load(b)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtctl.actor_latency import ExtraLatencyConfig, resolve_extra_latency, sample_extra_latency_ms
+from rtctl.runtime.actor_latency import ExtraLatencyConfig, resolve_extra_latency, sample_extra_latency_ms
 from rtctl.config import ConfigError, load_config
-from rtctl.policy_actor import ActorConfig, RayActorClient
-from rtctl.policy_factory import PolicyConfig
+from rtctl.runtime.ray_client import ActorConfig, RayActorClient
+from rtctl.runtime.policies import PolicyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("inference_model_ms_p50", "inference_model_ms_p95", "inference_round_trip_ms_p50",
@@ -40,7 +40,7 @@ def test_draws_are_seeded_clipped_and_drift():
 
 
 def _load(tmp_path, text: str):
-    from rtctl.run import RunConfig
+    from rtctl.runtime.runner import RunConfig
 
     p = tmp_path / "c.yaml"
     p.write_text(text)
@@ -72,7 +72,7 @@ def test_policy_extra_latency_ms_is_the_constant_form_and_both_is_an_error(tmp_p
 
 
 def test_round_trip_uses_the_actor_clock_only_on_the_same_host():
-    from rtctl.policy_actor import RequestTiming, summarize_timings
+    from rtctl.runtime.ray_client import RequestTiming, summarize_timings
 
     ms = 1_000_000
     here = RequestTiming(0, 33 * ms, 1 * ms, 2 * ms, 4 * ms, 5 * ms, 1.0, same_host=True)
@@ -128,8 +128,8 @@ def test_latency_summary_from_the_actors_timestamps(ray_local):
 
 
 def test_prestarted_actor_is_taken_over_by_the_run(ray_local, tmp_path):
-    from rtctl import ray_start
-    from rtctl.run import RunConfig
+    from rtctl.runtime import ray_start
+    from rtctl.runtime.runner import RunConfig
 
     cfg = RunConfig.model_validate({"actor": {"enabled": True}})
     ray_start.prestart(cfg)

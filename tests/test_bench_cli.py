@@ -80,7 +80,7 @@ def test_table_shows_smoothness_before_and_after_shield():
 
 def test_wall_configs_validate(tmp_path):
     from rtctl.config import load_config
-    from rtctl.run import RunConfig
+    from rtctl.runtime.runner import RunConfig
 
     runs = async_wall.plan(jitter=async_wall.jitter_supported())
     assert [r[1] for r in runs[:4]] == ["sync", "async", "async_rollforward", "replan_rollforward"]

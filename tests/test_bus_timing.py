@@ -96,7 +96,7 @@ def test_send_schedule_auto_delay_follows_the_posts_within_bounds():
 
 
 def test_deploy_leaves_the_emulator_goal_log_and_both_bus_summaries(tmp_path):
-    from rtctl.deploy import main
+    from rtctl.runtime.deploy import main
 
     cfg = yaml.safe_load((ROOT / "configs/so101_emulated.yaml").read_text())
     cfg["driver"]["robot"]["calibration_dir"] = str(ROOT / "configs/calibration")

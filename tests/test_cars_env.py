@@ -1,4 +1,4 @@
-"""The multi-car sim (rtctl.sim.cars) and its composition with the shield (rtctl.marl)."""
+"""The multi-car sim (rtctl.sim.cars) and its composition with the shield (rtctl.vehicles)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test
 
-from rtctl.marl.control import (BEHAVIOUR_NAMES, ShieldedController, UnshieldedController, behaviour_command,
+from rtctl.vehicles.control import (BEHAVIOUR_NAMES, ShieldedController, UnshieldedController, behaviour_command,
                                 make_shield, vehicle_params)
-from rtctl.marl.envs import FIXED_2, make_parallel_env, make_vec_env
+from rtctl.vehicles.envs import FIXED_2, make_parallel_env, make_vec_env
 from rtctl.safety import VehicleParams, action_mask, bicycle_step
 from rtctl.safety import vehicle_model as vm
 from rtctl.sim.cars import dynamics as dyn

@@ -13,7 +13,7 @@ import yaml
 
 from rtctl.config import ConfigError
 from rtctl.policies.base import meta_path, read_checkpoint_meta
-from rtctl.policy_factory import PolicyConfig, make_policy
+from rtctl.runtime.policies import PolicyConfig, make_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BC = {"seed": 0, "demos": {"tasks": ["reach"], "episodes_per_task": 2, "horizon": 10, "exec_steps": 5,
@@ -28,7 +28,7 @@ def bc_cfg(ckpt, **kw):
 @pytest.fixture(scope="module")
 def bc_art(tmp_path_factory):
     """A 30 Hz, horizon-10 BC checkpoint made through the artifact cache (as `make demo` makes its own)."""
-    from rtctl.train.bc import ensure_checkpoint
+    from rtctl.train.bc.train import ensure_checkpoint
 
     d = tmp_path_factory.mktemp("bc")
     (d / "tiny_bc.yaml").write_text(yaml.safe_dump(TINY_BC))
@@ -67,7 +67,7 @@ def test_bc_checkpoint_records_rate_horizon_units(bc_ckpt):
 
 def test_meta_is_read_without_torch(bc_ckpt):
     code = ("import json, sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-            "from rtctl.policy_factory import PolicyConfig, check_checkpoint\n"
+            "from rtctl.runtime.policies import PolicyConfig, check_checkpoint\n"
             f"m = check_checkpoint(PolicyConfig(type='bc', checkpoint={str(bc_ckpt)!r}, horizon=10), 30.0)\n"
             "print(json.dumps(m))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -115,7 +115,7 @@ def test_checkpoint_without_metadata(bc_ckpt, tmp_path):
 
 
 def test_artifact_cache_upgrades_a_checkpoint_cached_without_metadata(bc_art, tmp_path):
-    from rtctl.train.bc import ensure_checkpoint
+    from rtctl.train.bc.train import ensure_checkpoint
 
     cfg_path, art, cached = bc_art
     root = shutil.copytree(art, tmp_path / "art")
@@ -132,7 +132,7 @@ def test_lerobot_act_folder_meta(tmp_path, monkeypatch):
     pytest.importorskip("lerobot")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from rtctl.policies.base import FOLDER_META
-    from rtctl.train.lerobot_act import ensure_checkpoint
+    from rtctl.train.lerobot.act import ensure_checkpoint
 
     cfg = {"seed": 0, "demos": {**TINY_BC["demos"], "horizon": 10, "control_hz": 30},
            "model": {"chunk_size": 8, "dim_model": 16, "n_heads": 2, "dim_feedforward": 32},
@@ -157,13 +157,14 @@ def test_lerobot_act_folder_meta(tmp_path, monkeypatch):
 
 def test_exported_mlp_meta(tmp_path):
     from rtctl.policies.mlp import Actor, export_actor
+    from rtctl.train.multitask.export import export_meta
     from rtctl.sim.arm_rl import ArmReachRL
 
     env = ArmReachRL(control_hz=50.0, episode_s=1.0)
     actor = Actor(16, 5, [8])
     extra = {"kind": "arm_reach", "env": {"kind": "arm_reach", "kwargs": {"control_hz": 50.0, "episode_s": 1.0}}}
     path = export_actor(tmp_path / "reach.pt", actor, [8], env.obs_keys, env.action_spec(), extra,
-                        env.feature_spec())
+                        env.feature_spec(), meta=export_meta(env.action_spec(), extra))
     meta = read_checkpoint_meta(path)
     assert meta["rate_hz"] == 50.0 and meta["horizon"] == 1 and meta["action_units"] == "rad"
     assert meta["action_dim"] == 6 and meta["action_names"][-1] == "gripper" and meta["kind"] == "mlp"
@@ -175,16 +176,18 @@ def test_exported_mlp_meta(tmp_path):
         make_policy(cfg.model_copy(update={"horizon": 50}), 50.0)
     # a Gymnasium env's rate is 1/dt; a bandit export (a one-shot design, no env) records none
     gym_spec = {"mode": "affine", "low": [-2.0], "high": [2.0]}
-    pend = export_actor(tmp_path / "pend.pt", Actor(3, 1, [8]), [8], ["obs"], gym_spec,
-                        {"kind": "gym", "env": {"kind": "gym", "gym_id": "Pendulum-v1"}})
+    gym_extra = {"kind": "gym", "env": {"kind": "gym", "gym_id": "Pendulum-v1"}}
+    pend = export_actor(tmp_path / "pend.pt", Actor(3, 1, [8]), [8], ["obs"], gym_spec, gym_extra,
+                        meta=export_meta(gym_spec, gym_extra))
     assert read_checkpoint_meta(pend)["rate_hz"] == pytest.approx(20.0)
-    design = export_actor(tmp_path / "design.pt", Actor(1, 1, [8]), [8], ["bias"], gym_spec, {"kind": "opamp"})
+    design = export_actor(tmp_path / "design.pt", Actor(1, 1, [8]), [8], ["bias"], gym_spec, {"kind": "opamp"},
+                          meta=export_meta(gym_spec, {"kind": "opamp"}))
     assert read_checkpoint_meta(design)["rate_hz"] is None
     assert np.isfinite(make_policy(cfg, 50.0).predict_chunk({**env.arm.reset(seed=0)[0], "tick": 0}).actions).all()
 
 
 def test_checkpoint_of_another_kind_or_action_size_is_refused_before_loading(bc_ckpt):
-    from rtctl.policy_factory import check_checkpoint
+    from rtctl.runtime.policies import check_checkpoint
 
     with pytest.raises(ConfigError, match="is a 'bc' checkpoint, which policy.type 'mlp'") as err:
         check_checkpoint(PolicyConfig(type="mlp", checkpoint=str(bc_ckpt), horizon=1), 30.0)

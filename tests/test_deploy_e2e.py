@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rtctl.config import ConfigError
-from rtctl.deploy import main, send_estop
+from rtctl.runtime.deploy import main, send_estop
 from rtctl.drivers.base import DriverError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_rtctl_estop_exits_nonzero_when_no_run_acknowledges(tmp_path):
 
 
 def test_a_missing_serial_port_or_a_used_folder_is_refused_before_anything_starts(tmp_path):
-    from rtctl import ray_start
+    from rtctl.runtime import ray_start
 
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=r"driver.robot.port.*does not exist"):

@@ -10,7 +10,7 @@ import torch
 
 from rtctl.policies.base import ActionChunk, Policy, checkpoint_meta, read_checkpoint_meta, write_checkpoint_meta
 from rtctl.policies.lerobot_adapter import JointUnits, LeRobotPolicy
-from rtctl.train import lerobot_models as lm
+from rtctl.train.lerobot import models as lm
 
 
 def observation(image_size=None, seed=0):

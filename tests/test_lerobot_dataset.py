@@ -6,7 +6,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 
 from rtctl.sim.arm_env import JOINT_NAMES
-from rtctl.train.lerobot_data import CAMERA_KEY, load_columns, record_demos, write_demos
+from rtctl.train.lerobot.data import CAMERA_KEY, load_columns, record_demos, write_demos
 
 
 def test_demos_round_trip_through_lerobot_dataset(tmp_path):

@@ -7,7 +7,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import pytest
 
-from rtctl.train.lerobot_offsets import lerobot_batch, sample_offsets
+from rtctl.train.lerobot.offsets import lerobot_batch, sample_offsets
 from rtctl.train.offsets import episode_bounds, scene_ends
 
 H = 5
@@ -80,7 +80,7 @@ def test_tiny_offset_finetune_end_to_end(tmp_path):
 
     from rtctl.drivers.sim_arm import SimArmDriver
     from rtctl.policies.lerobot_adapter import LeRobotPolicy
-    from rtctl.train.lerobot_act import ensure_checkpoint
+    from rtctl.train.lerobot.act import ensure_checkpoint
 
     cfg = {"seed": 0,
            "demos": {"tasks": ["reach"], "episodes_per_task": 2, "horizon": 50, "exec_steps": 1, "v_max": 1.0},

@@ -10,12 +10,12 @@ import torch
 import yaml
 
 from rtctl.config import ConfigError
-from rtctl.marl.envs import make_vec_env
+from rtctl.vehicles.envs import make_vec_env
 from rtctl.policies.base import Policy
 from rtctl.policies.marl_actor import MarlActorPolicy, MaskedActor
-from rtctl.train.marl import main
-from rtctl.train.marl_config import MarlConfig, for_method
-from rtctl.train.marl_nets import pgd_attack
+from rtctl.train.marl.train import main
+from rtctl.train.marl.config import MarlConfig, for_method
+from rtctl.vehicles.attack import pgd_attack
 
 SMALL = {"seed": 0, "iterations": 2, "env": {"scenario": "intersection", "n_agents": 2, "envs_per_worker": 2},
          "robust": {"pgd_steps": 10}, "ppo": {"hidden": [32, 32], "epochs": 2},
@@ -90,8 +90,8 @@ def test_pgd_attack_stays_in_the_ball_and_moves_the_policy():
 def test_scripted_driver_changes_lanes_and_warm_start_clones_it(tmp_path):
     """The demonstrator is a function of the actor's own inputs and gets past parked cars (lane changes,
     shielded, no collision); the warm start fits the actor to it before MAPPO (iteration 0 of the log)."""
-    from rtctl.marl.scripted import LEFT, RIGHT, scripted_actions
-    from rtctl.train.marl_rollout import run_batch
+    from rtctl.vehicles.scripted import LEFT, RIGHT, scripted_actions
+    from rtctl.vehicles.episodes import run_batch
 
     env = make_vec_env("highway-medium", 3, 6, seed=3)
     out = run_batch(env, lambda o, m: (scripted_actions(o, m), np.zeros(o.shape[:2])), 3)

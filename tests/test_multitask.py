@@ -8,10 +8,10 @@ import yaml
 
 from rtctl.config import ConfigError
 from rtctl.policies.mlp import MLPPolicy
-from rtctl.train.mt_combine import combine, pcgrad_reference
-from rtctl.train.mt_prune import select_tasks, summarize, worst_fraction, worst_mean
-from rtctl.train.mt_replay import TaskReplay
-from rtctl.train.multitask import main
+from rtctl.train.multitask.combine import combine, pcgrad_reference
+from rtctl.train.multitask.prune import select_tasks, summarize, worst_fraction, worst_mean
+from rtctl.train.multitask.replay import TaskReplay
+from rtctl.train.multitask.train import main
 
 PENDULUM = {
     "seed": 3, "mode": "multistep",
@@ -121,7 +121,7 @@ def test_replay_stratified_pooled_and_ring():
 
 # -- bandit (op-amp sizing) -----------------------------------------------------------------------------
 def test_bandit_training_end_to_end_and_eval_export(tmp_path):
-    from rtctl.evaluate import evaluate, export
+    from rtctl.train.multitask.evaluate import evaluate, export
 
     cfg = write(tmp_path, OPAMP)
     run = main(cfg, tmp_path / "run")

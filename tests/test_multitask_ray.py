@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from rtctl.config import parse_config
-from rtctl.train.mt_config import MultitaskConfig
-from rtctl.train.mt_multistep import MultistepTrainer
+from rtctl.train.multitask.config import MultitaskConfig
+from rtctl.train.multitask.multistep import MultistepTrainer
 
 CFG = {
     "seed": 5, "mode": "multistep",

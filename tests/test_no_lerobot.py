@@ -18,12 +18,12 @@ SCRIPT = textwrap.dedent('''
         raise SystemExit("lerobot should be blocked")
     except ImportError:
         pass
-    import rtctl, rtctl.cli, rtctl.run, rtctl.safety, rtctl.sim, rtctl.drivers, rtctl.policies
+    import rtctl, rtctl.cli, rtctl.runtime.runner, rtctl.safety, rtctl.sim, rtctl.drivers, rtctl.policies
     from rtctl.chunking.scheduler import ChunkScheduler
-    from rtctl.chunking.inference import InlineClient
-    from rtctl.control import ControlLoop
+    from rtctl.runtime.inference import InlineClient
+    from rtctl.runtime.loop import ControlLoop
     from rtctl.drivers.sim_arm import SimArmDriver
-    from rtctl.policy_factory import PolicyConfig, make_policy
+    from rtctl.runtime.policies import PolicyConfig, make_policy
 
     d = SimArmDriver("reach", 30.0, seed=0)
     d.connect()

@@ -11,11 +11,11 @@ import pytest
 
 from rtctl.chunking.delay import DelayEstimator
 from rtctl.chunking.scheduler import ChunkScheduler
-from rtctl.control import ControlLoop
+from rtctl.runtime.loop import ControlLoop
 from rtctl.drivers.sim_arm import SimArmDriver
-from rtctl.policy_actor import ActorConfig, RayActorClient
-from rtctl.policy_factory import PolicyConfig
-from rtctl.tick import TickConfig, run_loop
+from rtctl.runtime.ray_client import ActorConfig, RayActorClient
+from rtctl.runtime.policies import PolicyConfig
+from rtctl.runtime.tick import TickConfig, run_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ policy: {type: expert, v_max: 1.0, extra_latency_ms: 100}
 actor: {enabled: true}
 scheduler: {mode: async_rollforward, exec_steps: 25}
 """)
-    from rtctl.run import run
+    from rtctl.runtime.runner import run
 
     out = run(cfg, tmp_path / "run", progress=False)
     s = json.loads((out / "summary.json").read_text())
@@ -132,7 +132,7 @@ def test_actor_slower_than_the_chunk_makes_the_arm_hold(ray_local):
 def test_actor_pool_counts_one_failure_and_one_restart_per_death():
     """The bookkeeping alone (no Ray): an error that comes back from a worker already replaced is not a new
     failure (seen on a loaded box: a request's error arrived after the restarted worker had answered)."""
-    from rtctl.actor_pool import ActorPool
+    from rtctl.runtime.actor_pool import ActorPool
 
     events = []
     pool = ActorPool(None, ["a", "b"], [{"pid": 10}, {"pid": 20}], lambda kind, **kw: events.append((kind, kw)))

@@ -1,8 +1,8 @@
 """The policy actor is placed on another node by a custom resource (a GPU server, say)."""
 import pytest
 
-from rtctl.policy_actor import ActorConfig, RayActorClient
-from rtctl.policy_factory import PolicyConfig
+from rtctl.runtime.ray_client import ActorConfig, RayActorClient
+from rtctl.runtime.policies import PolicyConfig
 
 
 @pytest.fixture

@@ -143,8 +143,8 @@ def test_a_log_write_error_stops_the_run_with_one_line(tmp_path):
         pytest.skip("needs /dev/full (Linux) to emulate a full disk")
     from rtctl.config import load_config
     from rtctl.report.runfolder import RunLogError
-    from rtctl.run import RunConfig, execute, make_driver
-    from rtctl.shielding import make_shield
+    from rtctl.runtime.runner import RunConfig, execute, make_driver
+    from rtctl.runtime.shield import make_shield
 
     cfg = load_config(ROOT / "configs/arm_sim.yaml", RunConfig, {"duration_s": 30, "plots": False})
     driver = make_driver(cfg)
@@ -164,7 +164,7 @@ def test_a_log_write_error_stops_the_run_with_one_line(tmp_path):
 def test_a_run_with_a_ray_actor_stops_cleanly_and_leaves_nothing_running(tmp_path):
     """SIGTERM: exit 0 with a complete folder, no fatal-signal dump from Ray's handler (it used to abort the
     process 3 s later, exit 134), and every process the run started (Ray's head, agents, the policy worker)
-    gone. SIGKILL: the run cannot clean up, so rtctl.ray_reaper does — nothing is left either."""
+    gone. SIGKILL: the run cannot clean up, so rtctl.runtime.ray_reaper does — nothing is left either."""
     from rtctl.bench.procs import Watched
     from rtctl.report.runfolder import read_events
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from rtctl.chunking.delay import DelayEstimator
-from rtctl.chunking.inference import InlineClient
+from rtctl.runtime.inference import InlineClient
 from rtctl.chunking.merge import make_blend, make_merge
 from rtctl.chunking.scheduler import Arrival, ChunkScheduler, quantize
 from rtctl.policies.base import chunk_for

@@ -1,7 +1,7 @@
 import gc
 import sys
 
-from rtctl.tick import Clock, TickConfig, TickStats, run_loop
+from rtctl.runtime.tick import Clock, TickConfig, TickStats, run_loop
 
 
 class FakeClock:

@@ -14,9 +14,9 @@ import yaml
 from rtctl.config import ConfigError, load_config
 from rtctl.report.runfolder import read_events, read_log, read_log_checked
 from rtctl.safety.vehicle_model import Road
-from rtctl.trial.config import TrialConfig
-from rtctl.trial.glue import neighbour_rows
-from rtctl.trial.launch import main
+from rtctl.vehicles.trial.config import TrialConfig
+from rtctl.vehicles.trial.glue import neighbour_rows
+from rtctl.vehicles.trial.launch import main
 from rtctl.v2v.neighbours import Neighbour, VehicleState
 
 
@@ -62,7 +62,7 @@ def test_marl_actor_reads_the_trainers_observation_and_the_shields_mask(tmp_path
     from rtctl.safety.vehicle import VehicleShield
     from rtctl.sim.cars.observe import ObsConfig, obs_dim
     from rtctl.sim.cars.tracks import Track
-    from rtctl.trial.policy import PolicyInput, load_policy
+    from rtctl.vehicles.trial.policy import PolicyInput, load_policy
 
     torch.manual_seed(0)
     actor = MaskedActor(obs_dim(ObsConfig()), len(DEFAULT_BEHAVIOURS), [16])

@@ -15,8 +15,8 @@ import yaml
 
 from rtctl.config import ConfigError, load_config
 from rtctl.report.runfolder import RunLogError, read_events, read_log_checked
-from rtctl.trial.config import TrialConfig
-from rtctl.trial.launch import main
+from rtctl.vehicles.trial.config import TrialConfig
+from rtctl.vehicles.trial.launch import main
 
 
 def write_config(tmp_path, **over):

@@ -7,8 +7,8 @@ training: the scripted expert) and times, on this host's monotonic clock:
   command);
 * ``first_goal_s`` (deploy only): launch → the first Goal_Position packet the servo-bus emulator logged
   (the bus-level truth, `emulator_goals.jsonl` in the run folder);
-* the run's own phases (`policy_actor_started` event, ``startup_s``: rtctl.ray_start.StartupClock).
-Variants: ``cold`` (the run starts its local cluster), ``prestart`` (Ray begun by `rtctl.ray_start.prestart`
+* the run's own phases (`policy_actor_started` event, ``startup_s``: rtctl.runtime.ray_start.StartupClock).
+Variants: ``cold`` (the run starts its local cluster), ``prestart`` (Ray begun by `rtctl.runtime.ray_start.prestart`
 right after the config loads, as run()/deploy.main would), ``warm`` (joins a cluster already up, via
 ``actor.address``). Usage: ``python -m rtctl.bench.actor_startup OUT [--quick]``.
 """
@@ -54,20 +54,20 @@ def _configs(tmp: Path, address: Optional[str]) -> dict[str, tuple[str, Path]]:
 
 def _prestarted(cmd: str, config: str, out: str, duration: str) -> None:
     """The command with `prestart` called right after the config is resolved (what run()/deploy.main would do)."""
-    from rtctl import ray_start
+    from rtctl.runtime import ray_start
     from rtctl.config import load_config
-    from rtctl.policy_factory import resolve_checkpoint
+    from rtctl.train.checkpoints import resolve_checkpoint
 
     if cmd == "deploy":
-        from rtctl.deploy import DeployConfig as model
-        from rtctl.deploy import main as entry
+        from rtctl.runtime.deploy import DeployConfig as model
+        from rtctl.runtime.deploy import main as entry
     else:
-        from rtctl.run import RunConfig as model
-        from rtctl.run import run as entry
+        from rtctl.runtime.runner import RunConfig as model
+        from rtctl.runtime.runner import run as entry
     cfg = load_config(config, model, {"duration_s": float(duration)})
     cfg.policy = resolve_checkpoint(cfg.policy)
     ray_start.prestart(cfg)
-    entry(config, out, float(duration))
+    entry(config, out, float(duration), resolve_policy=resolve_checkpoint)
 
 
 def one(cmd: str, config: Path, out: Path, prestart: bool, duration_s: float = 2.0,

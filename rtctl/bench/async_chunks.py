@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rtctl.chunking.scheduler import MODES
-from rtctl.chunking.stats import diff_means_ci, diff_proportions_ci, mean_ci, wilson_ci
+from rtctl.bench.stats import diff_means_ci, diff_proportions_ci, mean_ci, wilson_ci
 from rtctl.report.runfolder import write_rows
 
 RATE, H, K = 30.0, 50, 25
@@ -43,7 +43,7 @@ OFFSET_PAIRS = {"bc_offset": "bc", "lerobot_act_offset": "lerobot_act"}  # offse
 TRAIN_CONFIGS = {(task, pol): f"configs/{pol.removesuffix('_offset')}_{task}{'_offset' if pol.endswith('_offset') else ''}.yaml"
                  for task in TASKS for pol in ALL_POLICIES}
 # Minutes to train one checkpoint on this shared 2-core machine (measured: BC 40–50 s alone, ~80 s two at a
-# time; ACT 6–7 min alone, README).
+# time; ACT 6–7 min alone, docs/so101.md).
 TRAIN_MIN = {"bc": 1.5, "bc_offset": 1.5, "lerobot_act": 7.0, "lerobot_act_offset": 7.0}
 WALL = ("whack", "bc_offset")  # the wall-clock rows' task and policy (a BC checkpoint: the actor loads it)
 REPLAN_IN_FLIGHT = 4
@@ -74,10 +74,10 @@ def _cache_dir(task: str, policy: str) -> tuple[Path, str]:
     """Where `ensure_checkpoint` keeps this checkpoint and the file that marks it complete (the trainers'
     own cache key, so set-up can say what it will train)."""
     if policy in LEROBOT_POLICIES:
-        from rtctl.train.lerobot_act import checkpoint_dir
+        from rtctl.train.lerobot.act import checkpoint_dir
 
         return checkpoint_dir(TRAIN_CONFIGS[(task, policy)]), "checkpoint/config.json"
-    from rtctl.train.bc import checkpoint_dir
+    from rtctl.train.bc.train import checkpoint_dir
 
     return checkpoint_dir(TRAIN_CONFIGS[(task, policy)]), "policy.pt"
 
@@ -90,9 +90,9 @@ def needed(policies: tuple[str, ...], wall_clock: bool) -> list[tuple[str, str]]
 
 def ensure_checkpoint(task: str, policy: str) -> str:
     if policy in LEROBOT_POLICIES:
-        from rtctl.train.lerobot_act import ensure_checkpoint as ensure
+        from rtctl.train.lerobot.act import ensure_checkpoint as ensure
     else:
-        from rtctl.train.bc import ensure_checkpoint as ensure
+        from rtctl.train.bc.train import ensure_checkpoint as ensure
     return str(ensure(TRAIN_CONFIGS[(task, policy)]))
 
 
@@ -137,9 +137,9 @@ def virtual_cell(task: str, mode: str, policy: str, ckpt: str, delay: int, q: in
     import torch
 
     from rtctl.chunking.delay import DelayEstimator
-    from rtctl.chunking.inference import InlineClient
+    from rtctl.runtime.inference import InlineClient
     from rtctl.chunking.scheduler import ChunkScheduler
-    from rtctl.control import ControlLoop
+    from rtctl.runtime.loop import ControlLoop
     from rtctl.drivers.sim_arm import SimArmDriver
 
     torch.set_num_threads(1)
@@ -148,11 +148,11 @@ def virtual_cell(task: str, mode: str, policy: str, ckpt: str, delay: int, q: in
     client = InlineClient(load_policy(policy, ckpt), delay_ticks=delay)
     est = DelayEstimator(window=20, percentile=95, warmup=2, rate_hz=RATE)
     low, high = driver.spec.action_low, driver.spec.action_high
-    from rtctl.run import DisturbanceConfig, disturbance_bound
-    from rtctl.shielding import ShieldSection
+    from rtctl.runtime.runner import DisturbanceConfig, disturbance_bound
+    from rtctl.runtime.shield import ShieldStepConfig
 
     # the run's default disturbance rule (bound at the shield's speed limit, or the fastest table row without it)
-    bound = disturbance_bound(DisturbanceConfig(), ShieldSection().max_joint_speed if shield else None, len(low))
+    bound = disturbance_bound(DisturbanceConfig(), ShieldStepConfig().max_joint_speed if shield else None, len(low))
 
     def make() -> ChunkScheduler:
         return ChunkScheduler(mode, H, K, low, high, q=q, delay=est, max_in_flight=REPLAN_IN_FLIGHT,
@@ -160,9 +160,9 @@ def virtual_cell(task: str, mode: str, policy: str, ckpt: str, delay: int, q: in
 
     arm_shield = None
     if shield:
-        from rtctl.shielding import ArmShieldStep, ShieldSection
+        from rtctl.runtime.shield import ArmShieldStep, ShieldStepConfig
 
-        arm_shield = ArmShieldStep(ShieldSection(), RATE)
+        arm_shield = ArmShieldStep(ShieldStepConfig(), RATE)
     loop = ControlLoop(driver, make, client, RATE, episodes=episodes, record_rows=False, shield=arm_shield)
     t0 = time.perf_counter()
     k = 0

@@ -1,6 +1,6 @@
 """`rtctl bench async_lerobot [--quick] --out DIR`: the `rtctl bench async` grid for the LeRobot ACT policies
 alone (plain and offset-aware; ``--policies`` narrows it), virtual clock, Δ ∈ {0, 4}, 50 paired episodes per
-cell (12 with --quick): the rows the README's LeRobot table quotes. `rtctl bench async --policies
+cell (12 with --quick): the rows docs/so101.md's LeRobot table quotes. `rtctl bench async --policies
 bc,bc_offset,lerobot_act,lerobot_act_offset` runs them inside its full grid."""
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ from tqdm import tqdm
 from rtctl.bench import async_chunks as ac
 from rtctl.bench.async_chunks import SMOOTHNESS
 from rtctl.chunking.scheduler import MODES
-from rtctl.chunking.stats import wilson_ci
+from rtctl.bench.stats import wilson_ci
 
 DELAY = 4  # ticks of the constant rows, and the fixed overlap of the jitter rows
 ROUND_TRIP_MS = 6.0  # Ray's own submit → poll round trip, taken off the injected latency so Δ lands at 4
-JITTER = {  # actor.extra_latency specs (rtctl.policy_actor); ms are before Ray's round trip
+JITTER = {  # actor.extra_latency specs (rtctl.runtime.ray_client); ms are before Ray's round trip
     "normal_133±40ms": {"kind": "normal", "ms": 133.0 - ROUND_TRIP_MS, "std_ms": 40.0, "min_ms": 60.0,
                         "max_ms": 250.0},
     "drift_100ms+6ms/s": {"kind": "drift", "ms": 100.0 - ROUND_TRIP_MS, "drift_ms_per_s": 6.0, "min_ms": 60.0,
@@ -38,7 +38,7 @@ JITTER_SCHEDULERS = (("measured", "async_rollforward", None), ("fixed", "async_r
 
 def jitter_supported() -> bool:
     """Whether this tree's actor config has `extra_latency` (added alongside this benchmark)."""
-    from rtctl.policy_actor import ActorConfig
+    from rtctl.runtime.ray_client import ActorConfig
 
     return "extra_latency" in ActorConfig.model_fields
 
@@ -70,7 +70,7 @@ def wall_cell(name: str, cfg: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Run one config under out_dir/wall/<name>; its summary.json plus Δ̂'s spread from the log."""
     import yaml
 
-    from rtctl.run import run
+    from rtctl.runtime.runner import run
 
     run_dir = out_dir / "wall" / name
     cfg_path = out_dir / "wall" / f"{name}.yaml"
@@ -143,7 +143,7 @@ def wall_rows(ckpt: str, quick: bool, out_dir: Path, shield: bool, label: str = 
 
     if jitter and not jitter_supported():
         jitter = False
-        print(f"bench {label}: actor.extra_latency not in this build (rtctl/policy_actor.py) — "
+        print(f"bench {label}: actor.extra_latency not in this build (rtctl/runtime/ray_client.py) — "
               "jittered-latency wall rows skipped", flush=True)
     duration, episodes = (12.0, 1) if quick else (40.0, None)
     task, policy = ac.WALL

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
-    """Median with min/max over repeats (the spread the README quotes)."""
+    """Median with min/max over repeats (the spread the docs quote)."""
     a = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if not a.size:
         return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}

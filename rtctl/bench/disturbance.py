@@ -41,7 +41,7 @@ PUSH = {"joint": "shoulder_pan", "offset_rad": 0.61, "start_s": 3.0, "duration_s
 def push_run(ckpt: str, out_dir: Path, shield: bool, seed: int, duration_s: float = 7.0) -> dict[str, Any]:
     import yaml
 
-    from rtctl.run import run
+    from rtctl.runtime.runner import run
 
     cfg = {
         "seed": seed, "duration_s": duration_s, "tick": {"rate_hz": RATE},
@@ -96,7 +96,7 @@ def emulated_run(out_dir: Path, push: bool, duration_s: float, seed: int = 0) ->
     """One `rtctl deploy` of the ACT config on the emulator, optionally pushed; figures from its folder."""
     import yaml
 
-    from rtctl import deploy
+    from rtctl.runtime import deploy
 
     cfg = yaml.safe_load(Path("configs/so101_emulated_act.yaml").read_text())
     cfg.update(seed=seed, duration_s=duration_s, plots=False)
@@ -106,7 +106,9 @@ def emulated_run(out_dir: Path, push: bool, duration_s: float, seed: int = 0) ->
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg_path = run_dir.with_suffix(".yaml")
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    deploy.main(cfg_path, run_dir)
+    from rtctl.train.checkpoints import resolve_checkpoint
+
+    deploy.main(cfg_path, run_dir, resolve_policy=resolve_checkpoint)
     summary = json.loads((run_dir / "summary.json").read_text())
     out = {"run_dir": str(run_dir), "pushed": push, "minutes": summary["ticks"] / RATE / 60.0,
            "disturbance_events": summary["disturbances"]["events"],
@@ -154,25 +156,25 @@ def emulated_push_figures(run_dir: Path) -> dict[str, Any]:
 def false_trigger_cell(task: str, mode: str, ckpt: str, episodes: int) -> dict[str, Any]:
     from rtctl.bench.async_chunks import SEED, load_policy
     from rtctl.chunking.delay import DelayEstimator
-    from rtctl.chunking.inference import InlineClient
+    from rtctl.runtime.inference import InlineClient
     from rtctl.chunking.scheduler import ChunkScheduler
-    from rtctl.control import ControlLoop
+    from rtctl.runtime.loop import ControlLoop
     from rtctl.drivers.sim_arm import SimArmDriver
-    from rtctl.run import DisturbanceConfig, disturbance_bound
-    from rtctl.shielding import ArmShieldStep, ShieldSection
+    from rtctl.runtime.runner import DisturbanceConfig, disturbance_bound
+    from rtctl.runtime.shield import ArmShieldStep, ShieldStepConfig
 
     driver = SimArmDriver(task=task, rate_hz=RATE, seed=SEED)
     driver.connect()
     client = InlineClient(load_policy("bc_offset", ckpt), delay_ticks=DELAY)
     est = DelayEstimator(window=20, percentile=95, warmup=2, rate_hz=RATE)
-    bound = disturbance_bound(DisturbanceConfig(), ShieldSection().max_joint_speed, 6)
+    bound = disturbance_bound(DisturbanceConfig(), ShieldStepConfig().max_joint_speed, 6)
     low, high = driver.spec.action_low, driver.spec.action_high
 
     def make() -> ChunkScheduler:
         return ChunkScheduler(mode, H, K, low, high, delay=est, max_in_flight=4, disturbance_bound=bound)
 
     loop = ControlLoop(driver, make, client, RATE, episodes=episodes, record_rows=False,
-                       shield=ArmShieldStep(ShieldSection(), RATE))
+                       shield=ArmShieldStep(ShieldStepConfig(), RATE))
     k = 0
     while loop.tick(k):
         k += 1
@@ -196,7 +198,7 @@ def setup(out_dir: Path, quick: bool) -> dict:
     for task in ("reach", "whack"):
         ensure_checkpoint(task, "bc_offset")
     if importlib.util.find_spec("lerobot") is not None:
-        from rtctl.train.lerobot_act import ensure_checkpoint as ensure_act
+        from rtctl.train.lerobot.act import ensure_checkpoint as ensure_act
 
         ensure_act(ACT_CONFIG)
     return {}

@@ -1,5 +1,5 @@
 """What a fault drill left behind, as figures: read from the run folder (`rtctl bench faults` columns, defined
-in its docstring) and rendered as the README's reliability table."""
+in its docstring) and rendered as the reliability table of docs/runtime.md."""
 from __future__ import annotations
 
 import json
@@ -77,7 +77,7 @@ def _cell(v: Any) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """The README's reliability table (markdown) from the rows."""
+    """The reliability table of docs/runtime.md (markdown) from the rows."""
     head = ("| drill | injected | exit | log lost s | summary | jump / p99 | hold s | stop / brake s | "
             "left running |\n|---|---|---|---|---|---|---|---|---|\n")
     lines = []

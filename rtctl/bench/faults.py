@@ -1,5 +1,5 @@
 """`rtctl bench faults --out DIR`: every fault drill as one row — what was injected, and what the robot and
-the evidence did. The README's reliability table is this bench's output.
+the evidence did. The reliability table in docs/runtime.md is this bench's output.
 
 Each drill runs the real command (`rtctl run`, `rtctl deploy`, `rtctl trial`, `rtctl estop`) as a process
 (`rtctl.bench.procs.Watched`), injects one fault, and reads the run folder it left. Columns:
@@ -284,7 +284,7 @@ def _write(bench: Bench, run: Path, name: str, text: str) -> Path:
 def _bad_checkpoint(kind: str) -> Callable[[Bench, Path], Path]:
     def make(bench: Bench, run: Path) -> Path:
         from rtctl.policies.base import meta_path
-        from rtctl.train.bc import ensure_checkpoint
+        from rtctl.train.bc.train import ensure_checkpoint
 
         good = Path(ensure_checkpoint(ROOT / "configs" / "bc_reach.yaml"))
         ck = bench.out / "configs" / f"{kind}.pt"
@@ -368,7 +368,7 @@ def _port_missing(bench: Bench) -> Path:
 
 
 def setup(out: Path, quick: bool) -> dict:
-    from rtctl.train.bc import ensure_checkpoint
+    from rtctl.train.bc.train import ensure_checkpoint
 
     ensure_checkpoint(ROOT / "configs" / "bc_reach.yaml")  # the checkpoint drills' good checkpoint
     return {}

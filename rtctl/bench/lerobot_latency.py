@@ -34,7 +34,7 @@ RATE_HZ = 30.0
 
 def conditions() -> list[tuple[str, int | None, dict]]:
     from rtctl.config import load_config
-    from rtctl.train.lerobot_act import LeRobotACTTrainConfig
+    from rtctl.train.lerobot.act import LeRobotACTTrainConfig
 
     small = load_config(SMALL_ACT_CONFIG, LeRobotACTTrainConfig).model.model_dump()
     return [("act_default", s, DEFAULT_ACT) for s in SIZES] + [("act_small", None, small)]
@@ -46,7 +46,7 @@ def measure(args: dict[str, Any]) -> dict[str, Any]:
 
     from rtctl.policies.lerobot_adapter import LeRobotPolicy
     from rtctl.report.runfolder import peak_rss_mb
-    from rtctl.train.lerobot_models import act_config, build_policy, unit_stats
+    from rtctl.train.lerobot.models import act_config, build_policy, unit_stats
 
     torch.set_num_threads(args["threads"])
     torch.manual_seed(0)

@@ -2,11 +2,11 @@
 
 For each trained scenario family (highway, oval, intersection) every method (full, no_shield, no_v2v,
 non_robust, domain_randomised) is trained from the same config with the same budget and seed
-(`rtctl.train.marl_config.for_method`), then evaluated greedily on the same seeded episodes under a fixed
+(`rtctl.train.marl.config.for_method`), then evaluated greedily on the same seeded episodes under a fixed
 V2V delay (2 steps = 0.2 s) and the time-varying delay (truncated Gaussian 120 ± 40 ms in [50, 200] ms).
 The highway policy is evaluated at all three obstacle densities. Extra rows: `full` with no delay, a
 random allowed-behaviour policy (for the delay-robustness ratio (R − R_random)/(R_no_delay − R_random)),
-the scripted driver every method's actor is warm-started from (`rtctl.marl.scripted`),
+the scripted driver every method's actor is warm-started from (`rtctl.vehicles.scripted`),
 every method under a 10-step PGD observation attack in the training ε-ball, and the sim's throughput with
 and without the shield (agent-steps per CPU-second, median of 3 repeats).
 
@@ -29,11 +29,11 @@ import numpy as np
 from rtctl.config import load_config
 from rtctl.report.runfolder import peak_rss_mb, write_rows
 
-from ..marl.envs import FIXED_2, NO_DELAY, TIME_VARYING
-from ..marl.evaluate import evaluate, throughput
-from ..train.marl import train
-from ..train.marl_config import METHOD_SWITCHES, METHODS, MarlConfig, for_method
-from .common import spread
+from rtctl.vehicles.envs import FIXED_2, NO_DELAY, TIME_VARYING
+from rtctl.vehicles.evaluate import evaluate, throughput
+from rtctl.train.marl.train import train
+from rtctl.train.marl.config import METHOD_SWITCHES, METHODS, MarlConfig, for_method
+from rtctl.bench.common import spread
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 FAMILIES = {"highway": ("highway-low", "highway-medium", "highway-high"), "oval": ("oval-medium",),

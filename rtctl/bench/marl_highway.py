@@ -1,4 +1,4 @@
-"""`rtctl bench marl_highway [--quick] --out DIR`: the highway-medium comparison the README quotes.
+"""`rtctl bench marl_highway [--quick] --out DIR`: the highway-medium comparison docs/vehicles.md quotes.
 
 Each of full, non_robust, no_v2v and no_shield is trained from configs/marl_highway_long.yaml (a warm start
 on 128 scripted episodes, then 30 MAPPO iterations of 16 episodes; no_shield sees fewer steps because its
@@ -17,11 +17,11 @@ import time
 from rtctl.config import load_config
 from rtctl.report.runfolder import peak_rss_mb, write_rows
 
-from ..marl.envs import FIXED_2, NO_DELAY, TIME_VARYING
-from ..marl.evaluate import evaluate
-from ..train.marl import train
-from ..train.marl_config import METHOD_SWITCHES, MarlConfig, for_method
-from .marl import CONFIGS, EVAL_SEED, _delay_robustness, table
+from rtctl.vehicles.envs import FIXED_2, NO_DELAY, TIME_VARYING
+from rtctl.vehicles.evaluate import evaluate
+from rtctl.train.marl.train import train
+from rtctl.train.marl.config import METHOD_SWITCHES, MarlConfig, for_method
+from rtctl.bench.marl import CONFIGS, EVAL_SEED, _delay_robustness, table
 
 SCENARIO = "highway-medium"
 METHODS = ("full", "non_robust", "no_v2v", "no_shield")

@@ -62,8 +62,8 @@ def settings(quick: bool) -> dict[str, Any]:
 def _trained(config: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     """Train into ``out``, or reuse the complete run already there if it was made with the same config."""
     from rtctl.config import dump_config, load_config
-    from rtctl.train.mt_config import MultitaskConfig
-    from rtctl.train.multitask import train
+    from rtctl.train.multitask.config import MultitaskConfig
+    from rtctl.train.multitask.train import train
 
     cfg = load_config(CONFIGS / config, MultitaskConfig, {**overrides, "log.progress": False,
                                                           "log.tensorboard": False})
@@ -85,7 +85,7 @@ def _opamp_trainer_job(method: str, seed: int, cap: int, early_stop: str, out: s
 
 def _opamp_search_job(method: str, seed: int, cap: int, early_stop: str) -> dict[str, Any]:
     from rtctl.sim.analog.env import OpAmpProblem
-    from rtctl.train import mt_baselines
+    from rtctl.train.multitask.train import baselines as mt_baselines
 
     fn = {"random_search": mt_baselines.random_search, "cmaes": mt_baselines.cmaes, "bo": mt_baselines.bayes_opt}
     t0 = time.monotonic()

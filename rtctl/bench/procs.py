@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from rtctl.procfs import cmdline, descendants, same_process
+from rtctl.runtime.procfs import cmdline, descendants, same_process
 
 
 class Watched:
@@ -23,7 +23,7 @@ class Watched:
         self.proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=preexec_fn)
-        self.seen: dict[int, str] = {}  # pid → start time (rtctl.procfs: a reused pid is not ours)
+        self.seen: dict[int, str] = {}  # pid → start time (rtctl.runtime.procfs: a reused pid is not ours)
         self.sample_s = sample_s
         self.t_exit_ns: Optional[int] = None
         self.stdout = self.stderr = ""

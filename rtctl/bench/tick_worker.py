@@ -52,7 +52,7 @@ def _busy_model_actor():
 def main(args: dict) -> dict:
     from rtctl.drivers.sim_arm import SimArmDriver
     from rtctl.report.runfolder import RunFolder, peak_rss_mb
-    from rtctl.tick import TickConfig, run_loop
+    from rtctl.runtime.tick import TickConfig, run_loop
 
     rate = float(args["rate_hz"])
     cfg = TickConfig(rate_hz=rate, pin_cpu=args["pin_cpu"], gc_pause=args["gc_pause"],

@@ -4,8 +4,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+ARTIFACTS = Path("artifacts")
 
 
 def digest(text: str) -> str:
@@ -45,3 +48,34 @@ def with_meta(checkpoint: Path, meta: Callable[[], Mapping[str, Any]]) -> Path:
     if not meta_path(checkpoint).is_file():
         write_checkpoint_meta(checkpoint, meta())
     return checkpoint
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """How one trainer family's checkpoints are made and cached (one place for bc and lerobot's ACT):
+    ``root/family/<config stem>-<hash>``, ready once ``ready`` exists in it, the checkpoint at ``checkpoint``
+    inside; ``make(cfg, tmp, root)`` trains into ``tmp``; ``meta(cfg)`` is the checkpoint's metadata."""
+
+    family: str
+    config_cls: type
+    recipe: int
+    ready: str
+    checkpoint: str
+    make: Callable[[Any, Path, Path], Any]
+    meta: Callable[[Any], Mapping[str, Any]]
+
+    def folder(self, config_path: str | Path, root: Path = ARTIFACTS) -> Path:
+        """Where `ensure` keeps this config's checkpoint (whether or not it exists yet)."""
+        from rtctl.config import load_config
+
+        return cache_dir(root, self.family, config_path, load_config(config_path, self.config_cls), self.recipe)
+
+    def ensure(self, config_path: str | Path, root: Path = ARTIFACTS) -> Path:
+        """The checkpoint for this config, trained now if it does not exist yet (keyed by the config's hash); one
+        cached without metadata gets it from the config (`with_meta`), without retraining."""
+        from rtctl.config import load_config
+
+        cfg = load_config(config_path, self.config_cls)
+        out = cache_dir(root, self.family, config_path, cfg, self.recipe)
+        ckpt = cached(out, self.ready, lambda tmp: self.make(cfg, tmp, Path(root))) / self.checkpoint
+        return with_meta(ckpt, lambda: self.meta(cfg))  # cached before checkpoints recorded their rate

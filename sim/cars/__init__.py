@@ -2,5 +2,5 @@
 traffic, V2V/perception tables, the policy observation, and a PettingZoo ParallelEnv (`env.py`).
 
 Imports numpy, gymnasium and pettingzoo only; the shield (action masks, shielded commands) is injected
-by the caller (`rtctl.marl` composes them), so `rtctl.sim` stays independent of `rtctl.safety`.
+by the caller (`rtctl.vehicles` composes them), so `rtctl.sim` stays independent of `rtctl.safety`.
 """

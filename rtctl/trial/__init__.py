@@ -1,1 +1,0 @@
-"""Multi-car trials: `rtctl.trial.launch.main(config_path, out_dir=None, duration=None)` (the `rtctl trial` command)."""
