@@ -2,10 +2,10 @@
 
 `rtctl train marl` exports ``policy.pt``: a ``torch.save`` dict of tensors and plain values (loadable with
 ``weights_only=True``): ``format``, ``obs_dim``, ``n_actions``, ``hidden``, ``behaviours`` (names, in
-index order), ``obs_config`` (the `rtctl.sim.cars.observe.ObsConfig` fields it was trained with),
+index order), ``obs_config`` (the `rtctl.sim.vehicles.observe.ObsConfig` fields it was trained with),
 ``scenario``, ``method`` and ``actor`` (state dict).
 
-A trial's car process builds the observation with `rtctl.sim.cars.observe.observe` (the same function the
+A trial's car process builds the observation with `rtctl.sim.vehicles.observe.observe` (the same function the
 trainer used) and calls ``predict_chunk({"observation": obs, "action_mask": mask, "tick": k})``; the chunk
 is one row holding the behaviour index (greedy: the most likely allowed behaviour).
 """

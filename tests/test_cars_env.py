@@ -1,4 +1,4 @@
-"""The multi-car sim (rtctl.sim.cars) and its composition with the shield (rtctl.vehicles)."""
+"""The multi-car sim (rtctl.sim.vehicles) and its composition with the shield (rtctl.vehicles)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,11 +12,11 @@ from rtctl.vehicles.control import (BEHAVIOUR_NAMES, ShieldedController, Unshiel
 from rtctl.vehicles.envs import FIXED_2, make_parallel_env, make_vec_env
 from rtctl.safety import VehicleParams, action_mask, bicycle_step
 from rtctl.safety import vehicle_model as vm
-from rtctl.sim.cars import dynamics as dyn
-from rtctl.sim.cars import tables
-from rtctl.sim.cars.observe import ObsConfig, obs_dim, observe
-from rtctl.sim.cars.scenarios import SCENARIOS, make_scenario
-from rtctl.sim.cars.tracks import Track
+from rtctl.sim.vehicles import dynamics as dyn
+from rtctl.sim.vehicles import tables
+from rtctl.sim.vehicles.observe import ObsConfig, obs_dim, observe
+from rtctl.sim.vehicles.scenarios import SCENARIOS, make_scenario
+from rtctl.sim.vehicles.tracks import Track
 
 
 def test_parallel_api_conformance():
@@ -182,7 +182,7 @@ def test_a_stopped_car_with_a_follower_may_drive_off():
 def test_a_human_brakes_for_a_nose_in_its_lane():
     """Scripted humans brake for a car whose body reaches into their lane (an agent stopped mid-lane-change),
     not only for cars whose rear axle is in it; a car wholly in the next lane does not slow them."""
-    from rtctl.sim.cars.traffic import human_commands
+    from rtctl.sim.vehicles.traffic import human_commands
 
     scn = make_scenario("highway-medium", 1, 0)
     h = int(scn.humans[0])

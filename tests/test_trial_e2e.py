@@ -60,8 +60,8 @@ def test_marl_actor_reads_the_trainers_observation_and_the_shields_mask(tmp_path
     from rtctl.policies.marl_actor import MaskedActor, export_actor
     from rtctl.safety.behaviours import DEFAULT_BEHAVIOURS
     from rtctl.safety.vehicle import VehicleShield
-    from rtctl.sim.cars.observe import ObsConfig, obs_dim
-    from rtctl.sim.cars.tracks import Track
+    from rtctl.sim.vehicles.observe import ObsConfig, obs_dim
+    from rtctl.sim.vehicles.tracks import Track
     from rtctl.vehicles.trial.policy import PolicyInput, load_policy
 
     torch.manual_seed(0)

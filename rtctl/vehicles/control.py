@@ -8,7 +8,7 @@ reward penalises). `UnshieldedController` is the `no_shield` ablation: the behav
 
 `behaviour_command(shield, state, behaviour, neighbours, crossing)` is the same mapping for one car (what a
 trial's car process calls at its control rate): behaviour index → shielded (accel m/s², steer rad), both
-relative to a straight road (add the road curvature with `rtctl.sim.cars.dynamics.steer_on_road`).
+relative to a straight road (add the road curvature with `rtctl.sim.vehicles.dynamics.steer_on_road`).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import numpy as np
 
 from rtctl.safety import DEFAULT_BEHAVIOURS, Road, VehicleParams, VehicleShield, action_mask, behaviour_references
 from rtctl.safety.vehicle import VehicleShieldConfig
-from rtctl.sim.cars.dynamics import CarParams
-from rtctl.sim.cars.tracks import Track
+from rtctl.sim.vehicles.dynamics import CarParams
+from rtctl.sim.vehicles.tracks import Track
 
 BEHAVIOURS = DEFAULT_BEHAVIOURS
 BEHAVIOUR_NAMES = tuple(b.name for b in BEHAVIOURS)

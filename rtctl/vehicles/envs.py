@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtctl.sim.cars.observe import ObsConfig
-from rtctl.sim.cars.parallel import CarsParallelEnv
-from rtctl.sim.cars.scenarios import make_scenario
-from rtctl.sim.cars.tables import MSG_DIM, Perception
-from rtctl.sim.cars.vec_env import CarsVecEnv, RewardConfig
+from rtctl.sim.vehicles.observe import ObsConfig
+from rtctl.sim.vehicles.parallel import CarsParallelEnv
+from rtctl.sim.vehicles.scenarios import make_scenario
+from rtctl.sim.vehicles.tables import MSG_DIM, Perception
+from rtctl.sim.vehicles.vec_env import CarsVecEnv, RewardConfig
 from rtctl.v2v.config import InjectionConfig
 from rtctl.v2v.inject import DelayInjector, StepDelayLine
 

@@ -1,7 +1,7 @@
 """A scripted lane-changing driver over the MARL behaviours: the demonstrator for the actor's warm start.
 
 `scripted_actions(obs, mask)` is a pure function of what the trained actor itself sees (the observation of
-`rtctl.sim.cars.observe` and the shield's action mask), so the same rule runs in the vectorised sim, in a
+`rtctl.sim.vehicles.observe` and the shield's action mask), so the same rule runs in the vectorised sim, in a
 trial car process, and as a behaviour-cloning target:
 
 - a lane change in progress carries on (keep lane), unless the lane it goes to turns out blocked and the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtctl.sim.cars.observe import EGO_DIM, ObsConfig
+from rtctl.sim.vehicles.observe import EGO_DIM, ObsConfig
 
 from rtctl.vehicles.control import BEHAVIOUR_NAMES
 

@@ -1,7 +1,7 @@
 """`rtctl train marl CONFIG`: cooperative driving policies for 1/10-scale cars, MAPPO with a CBF shield.
 
 Each iteration every rollout worker (Ray actor, or in-process with ``rollout.backend: local``) plays one
-batch of synchronous episodes of the car sim (`rtctl.sim.cars`) with the current actor: behaviours masked
+batch of synchronous episodes of the car sim (`rtctl.sim.vehicles`) with the current actor: behaviours masked
 by the shield, neighbours as received over the simulated V2V link with a delay drawn per batch (delay
 randomisation), shield interventions penalised in the reward. The learner then runs MAPPO (shared actor,
 centralised critic on `state()`, value normalisation) and, for ``method: full``, the robust terms (PGD
@@ -26,7 +26,7 @@ from rtctl.config import ConfigError, dump_config, load_config, same_config
 from rtctl.vehicles.control import BEHAVIOUR_NAMES
 from rtctl.policies.marl_actor import export_actor
 from rtctl.report.runfolder import RunFolder, default_run_dir, peak_rss_mb
-from rtctl.sim.cars.observe import ObsConfig
+from rtctl.sim.vehicles.observe import ObsConfig
 
 from rtctl.train.marl.config import MarlConfig
 from rtctl.train.marl.learner import MarlLearner

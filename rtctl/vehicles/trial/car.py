@@ -29,8 +29,8 @@ from rtctl.report.runfolder import RunFolder, peak_rss_mb
 from rtctl.safety.behaviours import DEFAULT_BEHAVIOURS, behaviour_references
 from rtctl.safety.vehicle import VehicleShield, VehicleShieldConfig
 from rtctl.safety.vehicle_model import Road, VehicleParams
-from rtctl.sim.cars.dynamics import steer_on_road
-from rtctl.sim.cars.scenarios import OBSTACLE
+from rtctl.sim.vehicles.dynamics import steer_on_road
+from rtctl.sim.vehicles.scenarios import OBSTACLE
 from rtctl.runtime.tick import TickStats, run_loop
 from rtctl.vehicles.trial import glue, proc
 from rtctl.vehicles.trial.config import TrialConfig
@@ -95,7 +95,7 @@ class Car:
         self.v2v_every = int(round(cfg.rates.control_hz / cfg.rates.v2v_hz))
         self.log_every = max(1, int(round(cfg.rates.control_hz / cfg.log_hz)))
         self.behaviour = 1
-        self.drive_lane: int | None = None  # the latched lane (as in training: rtctl.sim.cars.vec_env)
+        self.drive_lane: int | None = None  # the latched lane (as in training: rtctl.sim.vehicles.vec_env)
         self.accel = 0.0
         self.ages: dict[str, list[float]] = defaultdict(list)
         self.age_max: dict[str, float] = defaultdict(float)  # running: a partial summary never scans the lists

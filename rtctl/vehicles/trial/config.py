@@ -104,7 +104,7 @@ class V2VSettings(StrictModel):
 
 
 class SimSettings(StrictModel):
-    scenario: str = "highway-low"  # rtctl.sim.cars scenarios: highway-*, oval-*, intersection
+    scenario: str = "highway-low"  # rtctl.sim.vehicles scenarios: highway-*, oval-*, intersection
     seed: int = Field(0, ge=0)
     world_hz: float = Field(100.0, ge=30.0, le=500.0)
     command_timeout_s: float = Field(0.25, gt=0.0, le=5.0)  # like the VESC firmware: brake without commands
@@ -114,7 +114,7 @@ class SimSettings(StrictModel):
     @field_validator("scenario")
     @classmethod
     def _scenario(cls, v: str) -> str:
-        from rtctl.sim.cars.scenarios import ALIASES, SCENARIOS
+        from rtctl.sim.vehicles.scenarios import ALIASES, SCENARIOS
 
         if ALIASES.get(v, v) not in SCENARIOS:
             raise ValueError(f"trial scenario {v!r}: choose from {', '.join(SCENARIOS + tuple(ALIASES))}")

@@ -80,7 +80,7 @@ def path_tables(scn, me: int, s_me: float, neighbours: list[Neighbour], ids: lis
     scenario order) and sensed tracks (perceived (M, 4) = (s, y, ψ, v) in each track's own path frame,
     perceived_idx (M,) their scenario car indices) → (neighbour rows (C, NB_COLS), crossing rows
     (C, CX_COLS)), one row per car of the scenario."""
-    from rtctl.sim.cars.tables import shield_tables
+    from rtctl.sim.vehicles.tables import shield_tables
 
     C, n = scn.n_cars, scn.n_agents
     k = {key: np.zeros(C) for key in ("s", "y", "psi", "v", "a", "age", "epos", "evel", "coop")}

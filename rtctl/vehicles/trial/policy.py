@@ -48,7 +48,7 @@ def load_policy(kind: str, checkpoint: str | None):
 
 class PolicyInput:
     """Builds what a policy reads from what the car knows. The MARL actor gets the trainer's own observation
-    (`rtctl.sim.cars.observe.observe`, with the ObsConfig stored in its export) and the shield's action mask
+    (`rtctl.sim.vehicles.observe.observe`, with the ObsConfig stored in its export) and the shield's action mask
     over the behaviours; the scripted policy only needs the state."""
 
     def __init__(self, policy, shield, track, goal_s: float) -> None:
@@ -56,7 +56,7 @@ class PolicyInput:
         meta = getattr(policy, "meta", None)
         self.obs_cfg = None
         if meta is not None:
-            from rtctl.sim.cars.observe import ObsConfig
+            from rtctl.sim.vehicles.observe import ObsConfig
 
             self.obs_cfg = ObsConfig(**meta["obs_config"])
 
@@ -65,7 +65,7 @@ class PolicyInput:
         obs = {"state": state, "neighbours": nb, "crossing": crossing, "tick": tick}
         if self.obs_cfg is not None:
             from rtctl.safety.behaviours import action_mask
-            from rtctl.sim.cars.observe import observe
+            from rtctl.sim.vehicles.observe import observe
 
             cx = None if crossing is None else crossing[None]
             lanes = None if drive_lane is None else np.array([drive_lane])

@@ -3,7 +3,7 @@
 Agents are driven by their car processes (`rtctl.drivers.car_sim.CarSimDriver`): each command is held until
 the next; a car whose commands stop for `sim.command_timeout_s` brakes fully (what a VESC does when its host
 goes quiet), so a killed car process leaves a stopped car on the road. Scripted humans and parked obstacles
-come from `rtctl.sim.cars`. The world physics runs at `sim.world_hz` from the common start time; before it,
+come from `rtctl.sim.vehicles`. The world physics runs at `sim.world_hz` from the common start time; before it,
 it answers drivers (so they connect) without moving anything. It records collisions (separating-axis test on
 the car bodies; onsets of each pair), completion times, and a state log, into <run>/world/.
 
@@ -23,9 +23,9 @@ import numpy as np
 import zmq
 
 from rtctl.report.runfolder import RunFolder
-from rtctl.sim.cars.dynamics import PSI, S, V, Y, rectangles_overlap, step, world_corners
-from rtctl.sim.cars.scenarios import AGENT, HUMAN, OBSTACLE, make_scenario
-from rtctl.sim.cars.traffic import human_commands
+from rtctl.sim.vehicles.dynamics import PSI, S, V, Y, rectangles_overlap, step, world_corners
+from rtctl.sim.vehicles.scenarios import AGENT, HUMAN, OBSTACLE, make_scenario
+from rtctl.sim.vehicles.traffic import human_commands
 from rtctl.runtime.tick import TickStats, run_loop
 from rtctl.vehicles.trial import proc
 from rtctl.vehicles.trial.config import TrialConfig
