@@ -27,6 +27,7 @@ BENCHES = {
     "disturbance": "rtctl.bench.disturbance",
     "actor_startup": "rtctl.bench.actor_startup",
     "faults": "rtctl.bench.faults",
+    "node_loss": "rtctl.bench.node_loss",
 }
 # name → module with `main(config_path, out_dir=None) -> run folder`
 TRAINERS = {
@@ -47,6 +48,7 @@ def _guard(fn, *args, **kw):
     from rtctl.config import ConfigError
     from rtctl.drivers.base import DriverError, EStopped
     from rtctl.report.runfolder import RunLogError, Terminated
+    from rtctl.runtime.actor_pool import PolicyLost
 
     try:
         return fn(*args, **kw)
@@ -59,6 +61,8 @@ def _guard(fn, *args, **kw):
     except DriverError as err:
         safe = getattr(err, "safe_state", "the robot was stopped safely")
         _fail(f"driver fault: {err} — {safe}; the log was flushed", 3)
+    except PolicyLost as err:
+        _fail(f"{err}; the robot was stopped safely, the log was flushed", 6)
     except RunLogError as err:
         _fail(f"{err} — the robot was stopped safely; the folder keeps what was written before", 4)
     except KeyboardInterrupt:

@@ -20,6 +20,9 @@ Rules:
 * Actors that do not serve (the standby, a down active) are pinged every ``ping_every_s`` without
   blocking: that is how a dead standby is found and how a restart is seen when no request is in flight.
   A standby that came back is warmed with one prediction on the last observation.
+* The serving actor down for ``unavailable_timeout_s`` (30 s) with no standby up — its node is lost and
+  no node with its resource came back — is `policy_actor_lost`: `PolicyLost` stops the run safely
+  (exit 6, one line). Ray places a restarted actor on any node that has the resource.
 * `policy_actor_recovered` is the first answered request after a failure of the active actor, with the
   seconds since that failure: the policy side of the arm's hold (the arm holds only once its plan runs
   out; `starved` events in the run's log say how long it did).
@@ -31,6 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from rtctl.runtime.procfs import alive
+
+
+class PolicyLost(RuntimeError):
+    """The policy actor stayed unavailable past actor.unavailable_timeout_s: the run stops (the arm holds)."""
 
 
 @dataclass
@@ -47,9 +54,10 @@ class ActorSlot:
 
 class ActorPool:
     def __init__(self, ray: Any, handles: list, infos: list[dict], on_event: Callable[..., None],
-                 same_host: bool = False, ping_every_s: float = 0.2) -> None:
+                 same_host: bool = False, ping_every_s: float = 0.2, unavailable_timeout_s: float = 30.0) -> None:
         self.ray = ray
         self.same_host = same_host
+        self.unavailable_ns = int(unavailable_timeout_s * 1e9)
         self.slots = [ActorSlot(h, i.get("pid"), "active" if k == 0 else "standby")
                       for k, (h, i) in enumerate(zip(handles, infos))]
         self.active = 0
@@ -76,7 +84,7 @@ class ActorPool:
         self.failures += 1
         is_active = slot is self.serving
         slot.role = "active" if is_active else "standby"
-        self.on_event("policy_actor_failed", pid=slot.pid, role=slot.role, error=type(err).__name__,
+        self.on_event("policy_actor_failed", pid=slot.pid, role=slot.role, t_ns=now_ns, error=type(err).__name__,
                       detail=str(err).splitlines()[0][:200] if str(err) else "")
         if not is_active:
             return
@@ -96,15 +104,15 @@ class ActorPool:
         if self.same_host and slot.up and slot.pid is not None and not alive(slot.pid):
             self.failed(slot, ProcessLookupError(f"worker process {slot.pid} is gone"), now_ns)
 
-    def answered(self, slot: ActorSlot, pid: Optional[int], now_ns: int) -> None:
+    def answered(self, slot: ActorSlot, pid: Optional[int], now_ns: int, node_id: Optional[str] = None) -> None:
         """``slot`` answered a request or a ping from worker ``pid``."""
         if pid is not None and pid != slot.pid:  # a new worker: Ray restarted it
             old, slot.pid = slot.pid, pid
             if not slot.up or slot.failed_ns is not None:
                 self.restarts += 1
                 down_s = (now_ns - slot.failed_ns) / 1e9 if slot.failed_ns is not None else None
-                self.on_event("policy_actor_restarted", pid=pid, old_pid=old, role=slot.role,
-                              down_s=None if down_s is None else round(down_s, 4))
+                self.on_event("policy_actor_restarted", pid=pid, old_pid=old, role=slot.role, t_ns=now_ns,
+                              node_id=node_id, down_s=None if down_s is None else round(down_s, 4))
                 if slot is not self.serving and self.last_obs is not None:
                     slot.handle.predict.remote(self.last_obs)  # warm it: the first call pays lazy init
         slot.up, slot.failed_ns = True, None
@@ -136,9 +144,21 @@ class ActorPool:
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorUnavailableError) as err:
                 self.failed(slot, err, now_ns, slot.ping_pid)
                 continue
-            self.answered(slot, info.get("pid"), now_ns)
+            self.answered(slot, info.get("pid"), now_ns, info.get("node_id"))
             if slot.up and not self.serving.up:  # the active one is still down: this one serves now
                 self.active = self.slots.index(slot)
+
+    def check_lost(self, now_ns: int) -> None:
+        """No actor has served for ``unavailable_timeout_s`` since the serving one failed (its node is gone and
+        none with the resource came back): `policy_actor_lost`, and `PolicyLost` stops the run safely."""
+        slot = self.serving
+        if slot.up or slot.failed_ns is None or now_ns - slot.failed_ns < self.unavailable_ns:
+            return
+        down_s = (now_ns - slot.failed_ns) / 1e9
+        self.on_event("policy_actor_lost", pid=slot.pid, t_ns=now_ns, down_s=round(down_s, 3))
+        raise PolicyLost(f"policy actor lost: no answer for {down_s:.1f} s since it failed (worker {slot.pid}; "
+                         f"actor.unavailable_timeout_s {self.unavailable_ns / 1e9:g} s) — its node is gone or "
+                         "nothing can host it")
 
     def summary(self) -> dict:
         return {"standby": len(self.slots) - 1, "failures": self.failures, "restarts": self.restarts,

@@ -9,6 +9,7 @@ address per run), which disables torque and stops the run.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
@@ -123,6 +124,10 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
     if not emu_cfg.enabled and not Path(d.robot.port).exists():
         raise ConfigError(f"config error in {config_path}: key 'driver.robot.port' = {d.robot.port!r} does not exist "
                           f"(is the arm plugged in? `lerobot-find-port` lists the ports)")
+    if cfg.actor.enabled:
+        from rtctl.runtime.ray_start import probe_head
+
+        probe_head(cfg.actor.address or os.environ.get("RAY_ADDRESS") or "auto")  # a wrong address: one line now
     out = check_out_dir(out_dir if out_dir else default_run_dir("deploy"))
     cfg.policy = resolve_checkpoint(cfg.policy, resolve_policy)
     from rtctl.runtime.actor_latency import resolve_extra_latency

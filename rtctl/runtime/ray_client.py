@@ -33,7 +33,7 @@ from pydantic import Field
 from rtctl.runtime.actor_latency import ExtraLatencyConfig, resolve_extra_latency
 from rtctl.runtime.actor_pool import ActorPool, ActorSlot
 from rtctl.chunking.scheduler import Arrival, Request
-from rtctl.config import StrictModel
+from rtctl.config import ConfigError, StrictModel
 
 
 class ActorConfig(StrictModel):
@@ -43,6 +43,10 @@ class ActorConfig(StrictModel):
     num_cpus: float = Field(1.0, ge=0.0, le=64.0)
     torch_threads: int = Field(1, ge=1, le=64)
     max_restarts: int = Field(3, ge=0, le=1000)
+    # Ray connected and the actor answering within this, or the run does not start (one line, exit 2)
+    start_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    # the serving actor down this long (its node lost, no standby up) → `policy_actor_lost`, the run stops safely
+    unavailable_timeout_s: float = Field(30.0, gt=0.0, le=86400.0)
     # warm standby actors (0 or 1): one takes over at once when the active actor dies (rtctl.runtime.actor_pool)
     standby: int = Field(0, ge=0, le=1)
     # emulated inference time per request (rtctl.runtime.actor_latency); policy.extra_latency_ms X is its constant form
@@ -166,6 +170,16 @@ def summarize_timings(timings: list[RequestTiming]) -> dict:
     }
 
 
+def check_resource(ray: Any, resource: str) -> None:
+    """A custom resource no node offers would leave the actor pending forever: refuse it before anything is
+    created, naming what the cluster has."""
+    have = ray.cluster_resources()
+    if resource not in have:
+        known = sorted(k for k in have if not k.startswith("node:") and k not in ("memory", "object_store_memory"))
+        raise ConfigError(f"actor.resource {resource!r} is offered by no node of the cluster (it has: "
+                          f"{', '.join(known)}); start a node with --resources '{{\"{resource}\": 1}}' or fix the name")
+
+
 class RayActorClient:
     def __init__(self, policy_cfg: Any, rate_hz: float, actor_cfg: ActorConfig, max_concurrency: int = 1,
                  avoid_cpu: Optional[int] = None, on_event: Optional[Callable[..., None]] = None) -> None:
@@ -177,6 +191,7 @@ class RayActorClient:
         opts: dict[str, Any] = {"num_cpus": actor_cfg.num_cpus, "max_restarts": actor_cfg.max_restarts,
                                 "max_task_retries": 0, "max_concurrency": max(1, max_concurrency)}
         if actor_cfg.resource:
+            check_resource(ray, actor_cfg.resource)
             opts["resources"] = {actor_cfg.resource: 0.001}
         cls = _actor_class().options(**opts)
         args = (policy_cfg.model_dump(), rate_hz, actor_cfg.torch_threads, avoid_cpu, latency.model_dump())
@@ -185,12 +200,21 @@ class RayActorClient:
         self.latencies_s: list[float] = []  # submit → the poll that found the result ready (every answer)
         self.timings: list[RequestTiming] = []  # answered requests with the actor's stamps
         self.startup: Any = None  # a rtctl.runtime.ray_start.StartupClock when started by rtctl.runtime.ray_start
-        infos = ray.get([h.ping.remote() for h in handles])  # wait for the actors once, before the loop
+        try:  # wait for the actors once, before the loop — not forever
+            infos = ray.get([h.ping.remote() for h in handles], timeout=actor_cfg.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            for h in handles:
+                ray.kill(h, no_restart=True)
+            where = f" on a node with resource {actor_cfg.resource!r}" if actor_cfg.resource else ""
+            raise ConfigError(f"actor: the policy actor did not start{where} within {actor_cfg.start_timeout_s:g} s "
+                              f"(actor.start_timeout_s; free CPUs in the cluster: "
+                              f"{ray.available_resources().get('CPU', 0):g})") from None
         self.info = infos[0]
         # Same node → same kernel monotonic clock, so the actor's stamps compare with ours (and its pid is ours
         # to look at: rtctl.runtime.actor_pool.ActorPool.check_local).
         self.same_host = self.info["node_id"] == ray.get_runtime_context().get_node_id()
-        self.pool = ActorPool(ray, handles, infos, lambda kind, **kw: self.on_event(kind, **kw), self.same_host)
+        self.pool = ActorPool(ray, handles, infos, lambda kind, **kw: self.on_event(kind, **kw), self.same_host,
+                              unavailable_timeout_s=actor_cfg.unavailable_timeout_s)
 
     @property
     def actor(self) -> Any:
@@ -223,6 +247,7 @@ class RayActorClient:
     def poll(self, tick: int) -> list[Arrival]:
         now = time.monotonic_ns()
         self.pool.check_local(now)
+        self.pool.check_lost(now)
         if len(self.pool.slots) > 1 or not self.pool.serving.up:
             self.pool.watch(now)
         out = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -196,6 +197,10 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
     from rtctl.runtime.actor_latency import resolve_extra_latency
 
     resolve_extra_latency(cfg.policy, cfg.actor)  # both forms set: one line, before any folder
+    if cfg.actor.enabled:
+        from rtctl.runtime.ray_start import probe_head
+
+        probe_head(cfg.actor.address or os.environ.get("RAY_ADDRESS") or "auto")  # a wrong address: one line now
     out_dir = check_out_dir(out if out else default_run_dir("run"))  # before anything starts
     driver = make_driver(cfg)
     shield = make_shield(cfg.shield, cfg.driver.type, cfg.tick.rate_hz)
