@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import annotated_types as at
 import yaml
@@ -140,7 +140,23 @@ def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def same_config(a: str, b: str) -> bool:
-    """Two dumped configs hold the same values (key order aside: a section moved to a shared class may list
-    its keys in another order; a checkpoint made before still resumes)."""
-    return yaml.safe_load(a) == yaml.safe_load(b)
+def config_difference(a: str, b: str, ignore: tuple[str, ...] = ()) -> Optional[str]:
+    """The first dotted key whose value differs between two dumped configs (key order aside: a section moved
+    to a shared class may list its keys in another order), or None; keys in ``ignore`` (e.g. where a run is
+    placed) do not count."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}."))
+        return out if d else {prefix: d}
+
+    fa, fb = flat(yaml.safe_load(a)), flat(yaml.safe_load(b))
+    for key in sorted(set(fa) | set(fb)):
+        name = key.rstrip(".")
+        if name in ignore:
+            continue
+        if fa.get(key, "<absent>") != fb.get(key, "<absent>"):
+            return f"{name}: {fa.get(key, '<absent>')!r} then, {fb.get(key, '<absent>')!r} now"
+    return None

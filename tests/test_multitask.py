@@ -141,15 +141,19 @@ def test_bandit_training_end_to_end_and_eval_export(tmp_path):
 
 
 def test_bandit_resume_reproduces_the_same_metrics(tmp_path):
-    cfg = write(tmp_path, {**OPAMP, "bandit": {"budget_sims": 100_000, "warmup_steps": 5}})
+    base = {**OPAMP, "bandit": {"budget_sims": 100_000, "warmup_steps": 5}}
+    cfg = write(tmp_path, base)
     straight = main(cfg, tmp_path / "a", stop_after=24)
     first = main(cfg, tmp_path / "b", stop_after=12)
     resumed = main(cfg, tmp_path / "c", resume=first / "checkpoint", stop_after=24)
     assert csv_text(resumed) == csv_text(straight)
     assert len(csv_text(resumed).splitlines()) == 25
-    other = write(tmp_path, {**OPAMP, "seed": 2}, "other.yaml")
-    with pytest.raises(ConfigError, match="different config"):
+    other = write(tmp_path, {**base, "seed": 2}, "other.yaml")
+    with pytest.raises(ConfigError, match=r"another config \(seed: 1 then, 2 now\)"):  # names the key
         main(other, tmp_path / "d", resume=first / "checkpoint")
+    # where the workers run is not the run's identity: a changed placement still resumes
+    moved = write(tmp_path, {**base, "rollout": {"backend": "local", "cpus_per_worker": 0.5}}, "moved.yaml")
+    assert csv_text(main(moved, tmp_path / "e", resume=first / "checkpoint", stop_after=24)) == csv_text(straight)
 
 
 def test_config_errors_name_the_key(tmp_path):

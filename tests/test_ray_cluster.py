@@ -45,3 +45,24 @@ def test_an_actor_unavailable_past_the_limit_is_lost():
     with pytest.raises(PolicyLost, match="no answer for 30.0 s"):
         pool.check_lost(30_000_000_000)
     assert [k for k, _ in events] == ["policy_actor_failed", "policy_actor_lost"]
+
+
+def test_rollout_placement_speaks_the_actors_vocabulary():
+    """Trainers take address / resource / fractional CPUs like the policy actor; a wrong address or an
+    absent resource is one line before any worker starts (MARL used to refuse `rollout.address`)."""
+    import ray
+
+    from rtctl.config import ConfigError
+    from rtctl.train.marl.config import MarlConfig
+    from rtctl.train.sections import RolloutConfig, start_workers
+
+    cfg = MarlConfig.model_validate({"rollout": {"address": "127.0.0.1:9", "resource": "x", "cpus_per_worker": 0.25}})
+    assert cfg.rollout.cpus_per_worker == 0.25
+    with pytest.raises(ConfigError, match="'127.0.0.1:9': no Ray head answers"):
+        start_workers(cfg.rollout, object, [()])
+    assert not ray.is_initialized()
+    try:
+        with pytest.raises(ConfigError, match="rollout.resource 'rollout_node' is offered by no node"):
+            start_workers(RolloutConfig(resource="rollout_node", num_cpus=1), object, [()])
+    finally:
+        ray.shutdown()

@@ -94,15 +94,11 @@ class RayWorkers:
     unless one is already initialised in this process."""
 
     def __init__(self, cfg: MarlConfig) -> None:
-        import ray
+        from rtctl.train.sections import start_workers
 
-        self.ray = ray
-        self.started = not ray.is_initialized()
-        if self.started:
-            ray.init(address="local", num_cpus=cfg.rollout.num_cpus or cfg.rollout.workers,
-                     include_dashboard=False, log_to_driver=False)
-        remote = ray.remote(num_cpus=1)(RolloutWorker)
-        self.workers = [remote.remote(cfg.model_dump_json(), i) for i in range(cfg.rollout.workers)]
+        self.ray, self.workers, self.started = start_workers(
+            cfg.rollout, RolloutWorker, [(cfg.model_dump_json(), i) for i in range(cfg.rollout.workers)],
+            local_cpus=cfg.rollout.workers)
 
     def spaces(self):
         return self.ray.get(self.workers[0].spaces.remote())

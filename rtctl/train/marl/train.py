@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rtctl.config import ConfigError, dump_config, load_config, same_config
+from rtctl.config import ConfigError, config_difference, dump_config, load_config
 from rtctl.vehicles.control import BEHAVIOUR_NAMES
 from rtctl.policies.marl_actor import export_actor
 from rtctl.report.runfolder import RunFolder, default_run_dir, peak_rss_mb
@@ -33,6 +33,7 @@ from rtctl.train.marl.learner import MarlLearner
 from rtctl.train.marl.rollout import LocalWorkers, RayWorkers
 from rtctl.vehicles.episodes import summarise
 from rtctl.train.runlog import TrainLog
+from rtctl.train.sections import PLACEMENT_KEYS
 
 CHECKPOINT = "learner.pt"
 
@@ -49,8 +50,8 @@ def train(cfg: MarlConfig, out_dir: str | Path | None = None, resume: str | Path
         start, history = 0, []
         if resume is not None:
             blob = torch.load(Path(resume) / CHECKPOINT, map_location="cpu", weights_only=True)
-            if not same_config(blob["config"], config_text):
-                raise ConfigError(f"resume: the checkpoint in {resume} was made with a different config")
+            if (diff := config_difference(blob["config"], config_text, PLACEMENT_KEYS)) is not None:
+                raise ConfigError(f"resume: the checkpoint in {resume} was made with another config ({diff})")
             learner.load_state_dict(blob["learner"])
             start, history = int(blob["iteration"]), list(blob["history"])
         run = RunFolder(out, config_text)

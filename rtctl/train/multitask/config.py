@@ -89,10 +89,6 @@ class MultistepConfig(StrictModel):
     eval_episodes: int = Field(1, ge=1, le=100)
 
 
-class TaskRolloutConfig(RolloutConfig):
-    """The shared rollout section, plus joining an existing Ray cluster."""
-
-    address: str | None = None  # existing Ray cluster ("auto" or "host:port"); None starts a local one
 
 
 class MultitaskConfig(StrictModel):
@@ -109,7 +105,7 @@ class MultitaskConfig(StrictModel):
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     bandit: BanditConfig = Field(default_factory=BanditConfig)
     multistep: MultistepConfig = Field(default_factory=MultistepConfig)
-    rollout: TaskRolloutConfig = Field(default_factory=TaskRolloutConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     torch_threads: int = Field(1, ge=1, le=256)
 

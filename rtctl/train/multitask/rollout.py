@@ -17,7 +17,7 @@ import torch
 from rtctl.policies.mlp import Actor
 from rtctl.sim.variations import VariationSet, VariedEnv
 
-from rtctl.train.multitask.config import TaskRolloutConfig
+from rtctl.train.sections import RolloutConfig
 from rtctl.train.multitask.envs import make_env
 
 
@@ -91,26 +91,15 @@ class RolloutWorker:
 class RolloutPool:
     """Runs episode requests on ``workers`` RolloutWorkers, in-process or as Ray actors."""
 
-    def __init__(self, cfg: TaskRolloutConfig, worker_args: tuple) -> None:
+    def __init__(self, cfg: RolloutConfig, worker_args: tuple) -> None:
         self.cfg = cfg
         self._started_ray = False
         if cfg.backend == "local":
             self.workers: list[Any] = [RolloutWorker(*worker_args)]
             return
-        import ray
+        from rtctl.train.sections import start_workers
 
-        if not ray.is_initialized():
-            if cfg.address:
-                ray.init(address=cfg.address, log_to_driver=False)
-            else:
-                # "local": always this run's own cluster, never one another process left registered
-                ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
-            self._started_ray = True
-        # Fractional CPUs when asking for more workers than the cluster has, so no actor waits forever.
-        cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1.0)) / cfg.workers)
-        remote = ray.remote(num_cpus=cpus, scheduling_strategy="SPREAD")(RolloutWorker)
-        self.workers = [remote.remote(*worker_args) for _ in range(cfg.workers)]
-        self._ray = ray
+        self._ray, self.workers, self._started_ray = start_workers(cfg, RolloutWorker, [worker_args] * cfg.workers)
 
     def run(self, weights: Mapping[str, np.ndarray] | None, requests: Sequence[EpisodeRequest]) -> list[dict]:
         if not requests:

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rtctl.config import ConfigError, dump_config, load_config, same_config
+from rtctl.config import ConfigError, config_difference, dump_config, load_config
 from rtctl.report.runfolder import RunFolder, default_run_dir, peak_rss_mb
 
 from rtctl.train.multitask.config import MultitaskConfig
 from rtctl.train.multitask.runlog import plot_curves
 from rtctl.train.runlog import TrainLog
+from rtctl.train.sections import PLACEMENT_KEYS
 
 
 def build_trainer(cfg: MultitaskConfig):
@@ -47,8 +48,8 @@ def train(cfg: MultitaskConfig, out_dir: str | Path | None = None, resume: str |
     try:
         if resume is not None:
             meta = trainer.load(Path(resume))
-            if not same_config(meta["config"], config_text):
-                raise ConfigError(f"resume: the checkpoint in {resume} was made with a different config")
+            if (diff := config_difference(meta["config"], config_text, PLACEMENT_KEYS)) is not None:
+                raise ConfigError(f"resume: the checkpoint in {resume} was made with another config ({diff})")
         run = RunFolder(out, config_text)
         log = TrainLog(run, cfg.log.tensorboard, history=trainer.state.rows)
         t0 = time.monotonic()
