@@ -9,7 +9,6 @@ address per run), which disables torque and stops the run.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
@@ -125,9 +124,9 @@ def main(config_path: str | Path, out_dir: Optional[str | Path] = None, duration
         raise ConfigError(f"config error in {config_path}: key 'driver.robot.port' = {d.robot.port!r} does not exist "
                           f"(is the arm plugged in? `lerobot-find-port` lists the ports)")
     if cfg.actor.enabled:
-        from rtctl.runtime.ray_start import probe_head
+        from rtctl.runtime.ray_start import cluster_address, probe_head
 
-        probe_head(cfg.actor.address or os.environ.get("RAY_ADDRESS") or "auto")  # a wrong address: one line now
+        probe_head(cluster_address(cfg.actor.address))  # a wrong address: one line now, before any folder
     out = check_out_dir(out_dir if out_dir else default_run_dir("deploy"))
     cfg.policy = resolve_checkpoint(cfg.policy, resolve_policy)
     from rtctl.runtime.actor_latency import resolve_extra_latency

@@ -84,16 +84,22 @@ class StartupClock:
         }
 
 
-def init_ray(address: Optional[str], num_cpus: int = 2) -> str:
-    """Connect this process to Ray for a run: "reused" (already up), "joined" (``address``) or "started"
-    (a local cluster of its own; "local" never joins one left by someone else)."""
+def cluster_address(address: Optional[str]) -> Optional[str]:
+    """The cluster to join: ``address``, else ``RAY_ADDRESS`` (honoured, as Ray's own tools do), else None."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def init_ray(address: Optional[str], num_cpus: Optional[int] = 2) -> str:
+    """Connect this process to Ray (the policy actor's run, a trainer's workers): "reused" (already up),
+    "joined" (``cluster_address(address)``, probed first) or "started" (a local cluster of its own with
+    ``num_cpus``, None = every CPU; "local" never joins one left by someone else)."""
     import ray
 
     if ray.is_initialized():
         return "reused"
     # No usage-stats reporting from a robot's runtime (offline, and one process less to start).
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS") or None  # honoured, as Ray's own tools do
+    address = cluster_address(address)
     if address:
         probe_head(address)
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -102,9 +108,10 @@ def init_ray(address: Optional[str], num_cpus: int = 2) -> str:
     return "started"
 
 
-def probe_head(address: str, timeout_s: float = 5.0) -> None:
-    """A ``host:port`` nobody answers on: one line now, not `ray.init`'s 20 retry cycles (823 s measured)."""
-    if address == "auto" or "://" in address or ":" not in address:
+def probe_head(address: Optional[str], timeout_s: float = 5.0) -> None:
+    """A ``host:port`` nobody answers on: one line now, not `ray.init`'s 20 retry cycles (823 s measured).
+    None (a local cluster), "auto" and ``ray://`` addresses are left to Ray."""
+    if not address or address == "auto" or "://" in address or ":" not in address:
         return
     import socket
 
@@ -195,7 +202,7 @@ class ActorStart:
         if not self._done.wait(limit):
             from rtctl.config import ConfigError
 
-            where = self._args[2].address or os.environ.get("RAY_ADDRESS") or "a local cluster"
+            where = cluster_address(self._args[2].address) or "a local cluster"
             raise ConfigError(f"actor: Ray ({where}) and the policy actor not ready within {limit:g} s "
                               "(actor.start_timeout_s)")
         self.clock.mark("joined")

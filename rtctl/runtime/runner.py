@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -198,9 +197,9 @@ def run(config_path: str | Path, out: Optional[str | Path] = None, duration_s: O
 
     resolve_extra_latency(cfg.policy, cfg.actor)  # both forms set: one line, before any folder
     if cfg.actor.enabled:
-        from rtctl.runtime.ray_start import probe_head
+        from rtctl.runtime.ray_start import cluster_address, probe_head
 
-        probe_head(cfg.actor.address or os.environ.get("RAY_ADDRESS") or "auto")  # a wrong address: one line now
+        probe_head(cluster_address(cfg.actor.address))  # a wrong address: one line now, before any folder
     out_dir = check_out_dir(out if out else default_run_dir("run"))  # before anything starts
     driver = make_driver(cfg)
     shield = make_shield(cfg.shield, cfg.driver.type, cfg.tick.rate_hz)

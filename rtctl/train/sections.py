@@ -29,24 +29,14 @@ PLACEMENT_KEYS = ("rollout.backend", "rollout.address", "rollout.resource", "rol
 def start_workers(cfg: RolloutConfig, worker_cls: type, args: list[tuple],
                   local_cpus: Optional[int] = None) -> tuple[Any, list, bool]:
     """Ray up (joined or local), then one actor per ``args`` entry with this section's placement.
-    Returns (ray, workers, whether this call started Ray). A wrong address or an absent resource: one line.
+    Returns (ray, workers, whether this call connected Ray: then the caller shuts it down). A wrong address or an absent resource: one line.
     A local cluster gets ``num_cpus`` CPUs, else ``local_cpus`` (None: every CPU of this machine)."""
-    import os
-
     import ray
 
     from rtctl.config import ConfigError
-    from rtctl.runtime.ray_start import probe_head
+    from rtctl.runtime.ray_start import init_ray
 
-    started = not ray.is_initialized()
-    if started:
-        address = cfg.address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            probe_head(address)
-            ray.init(address=address, log_to_driver=False)
-        else:  # "local": always this run's own cluster, never one another process left registered
-            ray.init(address="local", num_cpus=cfg.num_cpus or local_cpus, include_dashboard=False,
-                     log_to_driver=False)
+    started = init_ray(cfg.address, num_cpus=cfg.num_cpus or local_cpus) != "reused"  # ours to shut down
     have = ray.cluster_resources()
     if cfg.resource and cfg.resource not in have:
         raise ConfigError(f"rollout.resource {cfg.resource!r} is offered by no node of the cluster (it has: "
